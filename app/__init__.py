@@ -1,0 +1,126 @@
+"""OneKey: one API key for OpenAI, Anthropic, Google and xAI models."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import INSTANCE_PATH, PROJECT_ROOT, Config, config_for_environment, instance_secret
+from app.extensions import csrf, db, htmx, login_manager, migrate
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
+    """Assemble the app. `config` is a config class, or a dict of overrides to the environment's."""
+    app = Flask(
+        __name__,
+        instance_path=str(INSTANCE_PATH),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    if isinstance(config, type):
+        app.config.from_object(config)
+    else:
+        app.config.from_object(config_for_environment())
+        app.config.update(config or {})
+    _resolve_secrets(app)
+    _configure_database(app)
+    _configure_logging(app)
+
+    if app.config["PROXY_FIX_HOPS"]:
+        hops = app.config["PROXY_FIX_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    csrf.init_app(app)
+    htmx.init_app(app)
+    login_manager.init_app(app)
+    _init_redis(app)
+
+    from app import models  # noqa: F401  (the whole schema, for Alembic)
+    from app.admin import bp as admin_bp
+    from app.auth import bp as auth_bp
+    from app.cli import register_cli
+    from app.portal import bp as portal_bp
+    from app.proxy import bp as proxy_bp
+    from app.public import bp as public_bp
+    from app.web import register_web_hooks
+
+    app.register_blueprint(public_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(portal_bp)
+    app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(proxy_bp)
+    csrf.exempt(proxy_bp)
+    register_web_hooks(app)
+    register_cli(app)
+    return app
+
+
+def _resolve_secrets(app: Flask) -> None:
+    for name in ("SECRET_KEY", "KEY_HASH_SECRET"):
+        if app.config.get(name):
+            continue
+        if not app.config.get("GENERATE_MISSING_SECRETS"):
+            raise RuntimeError(f"{name} must be set in production")
+        app.config[name] = instance_secret(name)
+
+
+def _configure_database(app: Flask) -> None:
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("postgresql://"):
+        # psycopg 3 is the driver; operators write the plain URL.
+        uri = "postgresql+psycopg://" + uri.removeprefix("postgresql://")
+        app.config["SQLALCHEMY_DATABASE_URI"] = uri
+    options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    options.setdefault("pool_pre_ping", True)
+    if uri.startswith("sqlite"):
+        INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
+        options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_on_connect(dbapi_connection, connection_record) -> None:
+    import sqlite3
+
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    # Let SQLAlchemy, not pysqlite, decide when transactions begin (see the "begin" hook).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(conn) -> None:
+    # IMMEDIATE takes the write lock up front, so a read-then-write transaction waits for the busy
+    # timeout instead of failing when another process writes in between.
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _configure_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+
+
+def _init_redis(app: Flask) -> None:
+    from redis import Redis
+
+    app.extensions["onekey_redis"] = Redis.from_url(
+        app.config["REDIS_URL"], socket_connect_timeout=5, socket_timeout=10
+    )

@@ -1,0 +1,187 @@
+"""Sign-up, sign-in, sign-out and passwords. Messages never reveal whether an email is registered."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from app.auth import bp
+from app.auth.forms import (
+    ChangePasswordForm,
+    ForgotPasswordForm,
+    LoginForm,
+    ResetPasswordForm,
+    SignupForm,
+)
+from app.extensions import db, get_redis
+from app.services import accounts, throttle
+from app.tasks.mail import enqueue_email
+
+SIGN_IN_FAILED = "That email and password do not match an account."
+TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Try again in {minutes} minutes."
+
+
+def _client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _start_session(account) -> None:
+    # A fresh session on every sign-in: nothing from before sign-in carries over (fixation).
+    session.clear()
+    login_user(account)
+    session.permanent = True
+
+
+def _form_errors(form, errors: dict[str, str]) -> None:
+    for field_name, message in errors.items():
+        field = getattr(form, field_name, None)
+        if field is not None:
+            field.errors = [*field.errors, message]
+        else:
+            flash(message, "error")
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def signup():
+    if current_user.is_authenticated:
+        return redirect(url_for("portal.dashboard"))
+    form = SignupForm()
+    if form.validate_on_submit():
+        try:
+            account = accounts.register(
+                email=form.email.data,
+                password=form.password.data,
+                age_confirmed=form.age_confirmed.data,
+                terms_accepted=form.terms_accepted.data,
+            )
+        except accounts.AccountError as exc:
+            db.session.rollback()
+            _form_errors(form, exc.errors)
+        else:
+            db.session.commit()
+            _start_session(account)
+            flash("Welcome to OneKey. Create an API key to get started.", "success")
+            return redirect(url_for("portal.dashboard"))
+    status = 400 if form.is_submitted() else 200
+    return render_template("auth/signup.html", form=form), status
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("portal.dashboard"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        config = current_app.config
+        redis = get_redis()
+        email = form.email.data.strip().lower()
+        address = _client_address()
+        wait = max(
+            throttle.is_throttled(redis, "login-ip", address, config["LOGIN_MAX_FAILURES_PER_IP"]),
+            throttle.is_throttled(
+                redis, "login-account", email, config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]
+            ),
+        )
+        if wait:
+            flash(TOO_MANY_ATTEMPTS.format(minutes=max(1, -(-wait // 60))), "error")
+            return render_template("auth/login.html", form=form), 429, {"Retry-After": str(wait)}
+        account = accounts.authenticate(email, form.password.data)
+        if account is None:
+            window = config["LOGIN_THROTTLE_WINDOW_SECONDS"]
+            throttle.record_failure(redis, "login-ip", address, window)
+            throttle.record_failure(redis, "login-account", email, window)
+            flash(SIGN_IN_FAILED, "error")
+            return render_template("auth/login.html", form=form), 401
+        throttle.clear(redis, "login-account", email)
+        _start_session(account)
+        return redirect(_safe_next(request.args.get("next")) or url_for("portal.dashboard"))
+    status = 400 if form.is_submitted() else 200
+    return render_template("auth/login.html", form=form), status
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path on this site; never an open redirect."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("public.home"))
+
+
+@bp.route("/password/forgot", methods=["GET", "POST"])
+def forgot_password():
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        try:
+            email = accounts.normalise_email(form.email.data)
+        except accounts.AccountError as exc:
+            _form_errors(form, exc.errors)
+            return render_template("auth/forgot_password.html", form=form), 400
+        account = accounts.account_by_email(email)
+        if account is not None and account.status != "terminated":
+            token = accounts.password_reset_token(account)
+            link = url_for("auth.reset_password", token=token, _external=True)
+            enqueue_email(
+                account.email,
+                "Reset your OneKey password",
+                "Someone asked to reset the password of your OneKey account.\n\n"
+                f"Choose a new password here (the link works once, for one hour):\n{link}\n\n"
+                "If it was not you, ignore this message; your password stays as it is.",
+            )
+        flash(
+            "If an account uses that address, we have sent it a link to reset the password.",
+            "info",
+        )
+        return redirect(url_for("auth.login"))
+    return render_template("auth/forgot_password.html", form=form)
+
+
+@bp.route("/password/reset/<token>", methods=["GET", "POST"])
+def reset_password(token: str):
+    account = accounts.account_for_reset_token(token)
+    if account is None:
+        flash("That reset link is invalid or has expired. Ask for a new one.", "error")
+        return redirect(url_for("auth.forgot_password"))
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.set_password(account, form.password.data)
+        except accounts.AccountError as exc:
+            db.session.rollback()
+            _form_errors(form, exc.errors)
+        else:
+            db.session.commit()
+            flash("Your password is changed. Sign in with the new one.", "success")
+            return redirect(url_for("auth.login"))
+    return render_template("auth/reset_password.html", form=form, token=token)
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(current_user, form.current_password.data, form.password.data)
+        except accounts.AccountError as exc:
+            db.session.rollback()
+            _form_errors(form, exc.errors)
+        else:
+            db.session.commit()
+            # Other sessions ended with the new session version; this one carries on.
+            _start_session(current_user._get_current_object())
+            flash("Your password is changed. Your other sessions are signed out.", "success")
+            return redirect(url_for("portal.dashboard"))
+    status = 400 if form.is_submitted() else 200
+    return render_template("auth/change_password.html", form=form), status

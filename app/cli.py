@@ -1,0 +1,144 @@
+"""Operator commands (`flask …`), as DESIGN.md's "Operator contract" names them."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+import click
+from flask import Flask, current_app
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Account
+from app.services import accounts as account_service
+from app.services import keys as key_service
+from app.services import ledger
+from app.services.catalog import sync_catalog
+from app.services.money import AmountError, credits_to_nanos, nanos_to_credits
+
+
+def _account_or_exit(email: str) -> Account:
+    account = account_service.account_by_email(email.strip())
+    if account is None:
+        raise click.ClickException(f"no account with email {email}")
+    return account
+
+
+def register_cli(app: Flask) -> None:
+    catalog = click.Group("catalog", help="The model catalogue.")
+    users = click.Group("users", help="Accounts.")
+    credits = click.Group("credits", help="Credits.")
+    keys = click.Group("keys", help="API keys.")
+    ledger_group = click.Group("ledger", help="The money ledger.")
+    holds = click.Group("holds", help="Credit holds.")
+
+    @catalog.command("sync")
+    def catalog_sync():
+        """Load the bundled catalogue and prices (idempotent; admin-edited prices are kept)."""
+        report = sync_catalog(current_app.config["MARGIN_BPS"])
+        db.session.commit()
+        click.echo(
+            f"catalogue synced: {len(report.added)} added, {len(report.updated)} updated, "
+            f"{len(report.unchanged)} unchanged"
+        )
+        for kept in report.kept_admin_prices:
+            click.echo(f"kept admin-edited price (bundled file differs): {kept}", err=True)
+
+    @users.command("create")
+    @click.argument("email")
+    @click.option("--password", help="Generated and printed when omitted.")
+    @click.option("--admin", is_flag=True, help="Give the account admin rights.")
+    def users_create(email: str, password: str | None, admin: bool):
+        """Create an account (the operator accepts the Terms on the user's behalf)."""
+        generated = password is None
+        password = password or secrets.token_urlsafe(18)
+        try:
+            account = account_service.register(
+                email=email,
+                password=password,
+                age_confirmed=True,
+                terms_accepted=True,
+                is_admin=admin,
+            )
+        except account_service.AccountError as exc:
+            raise click.ClickException("; ".join(exc.errors.values())) from None
+        db.session.commit()
+        click.echo(f"created {'admin ' if admin else ''}account {account.email}")
+        if generated:
+            click.echo(f"password: {password}")
+
+    @users.command("ensure-admin")
+    @click.option("--email", default="admin@1key4ai.com", show_default=True)
+    def users_ensure_admin(email: str):
+        """Create an admin account if there is none; prints its email and password once."""
+        if db.session.scalar(select(Account.id).where(Account.is_admin.is_(True)).limit(1)):
+            click.echo("an admin account exists")
+            return
+        password = secrets.token_urlsafe(18)
+        account = account_service.register(
+            email=email, password=password, age_confirmed=True, terms_accepted=True, is_admin=True
+        )
+        db.session.commit()
+        click.echo(f"admin account created: {account.email}  password: {password}")
+        click.echo("(shown once; change it after signing in)")
+
+    @credits.command("grant")
+    @click.argument("email")
+    @click.argument("amount")
+    @click.option("--note", required=True, help="Why the credits are granted.")
+    @click.option("--idempotency-key", help="Running the command again with it grants once.")
+    def credits_grant(email: str, amount: str, note: str, idempotency_key: str | None):
+        """Grant AMOUNT credits (a decimal) through the ledger; grants are never paid out."""
+        account = _account_or_exit(email)
+        try:
+            amount_nanos = credits_to_nanos(amount)
+        except AmountError as exc:
+            raise click.ClickException(str(exc)) from None
+        key = f"grant:cli:{idempotency_key or secrets.token_hex(16)}"
+        try:
+            _, created = ledger.grant_credits(
+                account.id, amount_nanos, note=note, idempotency_key=key
+            )
+        except (ValueError, ledger.IdempotencyConflict) as exc:
+            raise click.ClickException(str(exc)) from None
+        db.session.commit()
+        db.session.refresh(account)
+        verb = "granted" if created else "already granted (idempotency key seen)"
+        click.echo(
+            f"{verb} {nanos_to_credits(amount_nanos)} credits to {account.email}; "
+            f"balance {nanos_to_credits(account.balance_nanocredits)}"
+        )
+
+    @keys.command("create")
+    @click.argument("email")
+    @click.option("--name", required=True)
+    def keys_create(email: str, name: str):
+        """Create a key and print it, and nothing else, on stdout."""
+        account = _account_or_exit(email)
+        try:
+            _, plaintext = key_service.create_key(account, name=name)
+        except key_service.KeyRequestError as exc:
+            raise click.ClickException(str(exc)) from None
+        db.session.commit()
+        click.echo(plaintext)
+
+    @ledger_group.command("check")
+    def ledger_check():
+        """Verify balance == sum(ledger) and held == sum(open holds) for every account."""
+        mismatches = ledger.check_invariants()
+        for mismatch in mismatches:
+            click.echo(str(mismatch), err=True)
+        if mismatches:
+            sys.exit(1)
+        click.echo("ledger ok")
+
+    @holds.command("expire")
+    def holds_expire():
+        """Release expired holds now (the scheduler does this every minute)."""
+        released = ledger.expire_holds()
+        db.session.commit()
+        click.echo(f"released {released} expired holds")
+
+    for group in (catalog, users, credits, keys, ledger_group, holds):
+        app.cli.add_command(group)

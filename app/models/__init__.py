@@ -1,0 +1,22 @@
+"""All models, imported here so Alembic and the app see the whole schema."""
+
+from app.models.accounts import Account
+from app.models.audit import AuditLogEntry
+from app.models.catalog import CatalogModel, ModelPrice
+from app.models.keys import ApiKey
+from app.models.ledger import Hold, LedgerEntry
+from app.models.purchases import Purchase, StripeEvent
+from app.models.usage import UsageRecord
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "AuditLogEntry",
+    "CatalogModel",
+    "Hold",
+    "LedgerEntry",
+    "ModelPrice",
+    "Purchase",
+    "StripeEvent",
+    "UsageRecord",
+]

@@ -1,0 +1,59 @@
+"""Customer and admin accounts. The account row caches `balance` and `held` (DESIGN.md, "Money")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.types import UTCDateTime, utcnow
+
+ACCOUNT_STATUSES = ("active", "suspended", "terminated")
+
+
+class Account(UserMixin, db.Model):
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'suspended', 'terminated')", name="status"),
+        CheckConstraint("held >= 0", name="held_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    balance_nanocredits: Mapped[int] = mapped_column(
+        "balance", BigInteger, nullable=False, default=0
+    )
+    held_nanocredits: Mapped[int] = mapped_column("held", BigInteger, nullable=False, default=0)
+    # Bumped on suspension, termination and password change: ends every other session.
+    session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    terms_version: Mapped[str] = mapped_column(String(16), nullable=False)
+    terms_accepted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    age_attested_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # Set when a balance went below zero or a payment needs a look; cleared by an admin.
+    flagged_reason: Mapped[str | None] = mapped_column(Text)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    @property
+    def is_active_account(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.status == "suspended"
+
+    @property
+    def available_nanocredits(self) -> int:
+        return self.balance_nanocredits - self.held_nanocredits
+
+    def get_id(self) -> str:
+        # The session version is part of the login id, so bumping it logs out every session.
+        return f"{self.id}:{self.session_version}"

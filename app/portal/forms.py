@@ -1,0 +1,22 @@
+"""Portal forms."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectMultipleField, StringField
+from wtforms.validators import InputRequired, Length, Optional
+
+from app.services.keys import KEY_NAME_MAX
+
+
+class CreateKeyForm(FlaskForm):
+    name = StringField("Name", validators=[InputRequired(), Length(max=KEY_NAME_MAX)])
+    limit = StringField(
+        "Credit limit (optional)", validators=[Optional(), Length(max=24)], filters=[str.strip]
+    )
+    allowed_models = SelectMultipleField("Allowed models (optional; none selected means all)")
+    expires_on = DateField("Expires on (optional)", validators=[Optional()])
+
+
+class EmptyForm(FlaskForm):
+    """A form with only the CSRF token, for buttons that post."""

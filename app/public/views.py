@@ -1,0 +1,81 @@
+"""Public pages: home, pricing, terms; and the load balancer probes."""
+
+from __future__ import annotations
+
+from flask import current_app, jsonify, render_template, request
+from flask_login import current_user
+from sqlalchemy import text
+
+from app.extensions import db, get_redis
+from app.models.catalog import PROVIDERS
+from app.public import bp
+from app.services.catalog import enabled_models, price_table
+from app.services.terms import SUPPORT_EMAIL_MARKER, load_terms
+
+PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google", "xai": "xAI"}
+SEARCH_MAX = 100
+
+
+@bp.get("/")
+def home():
+    return render_template("public/home.html", models=enabled_models())
+
+
+@bp.get("/pricing")
+def pricing():
+    provider = request.args.get("provider", "")
+    if provider not in PROVIDERS:
+        provider = ""
+    search = request.args.get("q", "")[:SEARCH_MAX]
+    models = enabled_models(provider or None, search or None)
+    context = {
+        "rows": [(model, price_table(model)) for model in models],
+        "provider": provider,
+        "search": search,
+        "providers": PROVIDER_NAMES,
+        "margin_bps": current_app.config["MARGIN_BPS"],
+    }
+    if request.htmx and not request.htmx.history_restore_request:
+        return render_template("public/partials/pricing_rows.html", **context)
+    return render_template("public/pricing.html", **context)
+
+
+@bp.get("/terms")
+def terms():
+    return render_template(
+        "public/terms.html", terms=load_terms(), support_marker=SUPPORT_EMAIL_MARKER
+    )
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    checks = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not ready; the reason is for the operator
+        checks["database"] = type(exc).__name__
+    finally:
+        db.session.rollback()
+    try:
+        get_redis().ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = type(exc).__name__
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+
+
+@bp.app_template_filter("provider_name")
+def provider_name(provider: str) -> str:
+    return PROVIDER_NAMES.get(provider, provider)
+
+
+@bp.app_context_processor
+def auth_state():
+    return {"signed_in": current_user.is_authenticated}

@@ -1,0 +1,262 @@
+"""Accounts: sign-up under the Terms, passwords, password reset, suspension."""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.config import TERMS_VERSION
+from app.extensions import db
+from app.models import Account, AuditLogEntry
+from app.models.types import utcnow
+
+EMAIL_MAX = 254
+PASSWORD_MIN = 10
+PASSWORD_MAX = 128
+REASON_MAX = 500
+# A short list of the passwords most often tried first; long enough to stop the obvious ones.
+COMMON_PASSWORDS = frozenset(
+    [
+        "password",
+        "password1",
+        "password12",
+        "password123",
+        "password1234",
+        "passw0rd123",
+        "1234567890",
+        "0123456789",
+        "12345678910",
+        "qwertyuiop",
+        "qwerty1234",
+        "qwerty12345",
+        "iloveyou123",
+        "letmein123",
+        "welcome123",
+        "admin12345",
+        "abc1234567",
+        "abcdefghij",
+        "1q2w3e4r5t",
+        "1qaz2wsx3edc",
+        "zaq12wsxcde",
+        "monkey1234",
+        "dragon1234",
+        "football12",
+        "baseball12",
+        "sunshine12",
+        "princess12",
+        "trustno1234",
+        "changeme123",
+        "onekey1234",
+        "onekeyonekey",
+    ]
+)
+_DUMMY_HASH = generate_password_hash("timing-equaliser-not-a-password")
+
+
+class AccountError(ValueError):
+    """A request about an account that cannot be honoured; `errors` maps fields to messages."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+def normalise_email(raw: str) -> str:
+    """The canonical form of an address; raises AccountError for a malformed one."""
+    raw = (raw or "").strip()
+    if not raw:
+        raise AccountError({"email": "Enter your email address."})
+    if len(raw) > EMAIL_MAX:
+        raise AccountError({"email": f"An email address can be at most {EMAIL_MAX} characters."})
+    try:
+        checked = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError:
+        raise AccountError(
+            {"email": "Enter a valid email address, like name@example.com."}
+        ) from None
+    return checked.normalized.lower()
+
+
+def password_problem(password: str, email: str = "") -> str | None:
+    """Why a password is too weak, or None."""
+    if not password:
+        return "Enter a password."
+    if len(password) < PASSWORD_MIN:
+        return f"Use at least {PASSWORD_MIN} characters."
+    if len(password) > PASSWORD_MAX:
+        return f"Use at most {PASSWORD_MAX} characters."
+    lowered = password.lower()
+    if lowered in COMMON_PASSWORDS or len(set(password)) < 4:
+        return "This password is too easy to guess; choose a less common one."
+    local_part = email.split("@", 1)[0].lower()
+    if email and (lowered == email.lower() or (len(local_part) >= 4 and local_part in lowered)):
+        return "Your password must not contain your email address."
+    return None
+
+
+def account_by_email(email: str) -> Account | None:
+    return db.session.scalar(select(Account).where(func.lower(Account.email) == email.lower()))
+
+
+def register(
+    *, email: str, password: str, age_confirmed: bool, terms_accepted: bool, is_admin: bool = False
+) -> Account:
+    """Create an account for someone who attests to being 18+ and accepts the Terms.
+
+    Raises AccountError with every problem found; nothing is written then.
+    """
+    errors: dict[str, str] = {}
+    try:
+        email = normalise_email(email)
+    except AccountError as exc:
+        errors.update(exc.errors)
+    problem = password_problem(password, email if "email" not in errors else "")
+    if problem:
+        errors["password"] = problem
+    if not age_confirmed:
+        errors["age_confirmed"] = "You must be at least 18 years old to use OneKey."
+    if not terms_accepted:
+        errors["terms_accepted"] = "You must accept the Terms of Service."
+    if "email" not in errors and account_by_email(email) is not None:
+        errors["email"] = "An account with this email address already exists. Sign in instead."
+    if errors:
+        raise AccountError(errors)
+    now = utcnow()
+    account = Account(
+        email=email,
+        password_hash=generate_password_hash(password),
+        is_admin=is_admin,
+        status="active",
+        terms_version=TERMS_VERSION,
+        terms_accepted_at=now,
+        age_attested_at=now,
+    )
+    db.session.add(account)
+    db.session.flush()
+    return account
+
+
+def authenticate(email: str, password: str) -> Account | None:
+    """The account if the password matches; the same work is done for unknown addresses."""
+    try:
+        email = normalise_email(email)
+    except AccountError:
+        email = ""
+    account = account_by_email(email) if email else None
+    if account is None:
+        check_password_hash(_DUMMY_HASH, password or "")
+        return None
+    if not check_password_hash(account.password_hash, password or ""):
+        return None
+    return account
+
+
+def change_password(account: Account, current_password: str, new_password: str) -> None:
+    """Raises AccountError when the current password is wrong or the new one is weak."""
+    if not check_password_hash(account.password_hash, current_password or ""):
+        raise AccountError({"current_password": "Your current password is not correct."})
+    set_password(account, new_password)
+
+
+def set_password(account: Account, new_password: str) -> None:
+    """Set a new password and end every other session. Raises AccountError for a weak one."""
+    problem = password_problem(new_password, account.email)
+    if problem:
+        raise AccountError({"password": problem})
+    account.password_hash = generate_password_hash(new_password)
+    account.session_version += 1
+    db.session.flush()
+
+
+def _reset_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="password-reset")
+
+
+def password_reset_token(account: Account) -> str:
+    # Binding the token to the current hash makes it single-use: a new password voids it.
+    return _reset_serializer().dumps({"id": account.id, "pw": account.password_hash[-16:]})
+
+
+def account_for_reset_token(token: str) -> Account | None:
+    """The account a valid, unused, unexpired reset token names, else None."""
+    try:
+        data = _reset_serializer().loads(
+            token, max_age=current_app.config["PASSWORD_RESET_MAX_AGE_SECONDS"]
+        )
+    except (BadSignature, SignatureExpired):
+        return None
+    account = db.session.get(Account, data.get("id"))
+    if account is None or account.password_hash[-16:] != data.get("pw"):
+        return None
+    return account
+
+
+def record_audit(
+    *,
+    actor_id: int | None,
+    action: str,
+    target_account_id: int | None,
+    reason: str | None = None,
+    details: dict | None = None,
+) -> AuditLogEntry:
+    entry = AuditLogEntry(
+        actor_id=actor_id,
+        action=action,
+        target_account_id=target_account_id,
+        reason=reason,
+        details=details,
+    )
+    db.session.add(entry)
+    db.session.flush()
+    return entry
+
+
+def _clean_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise AccountError({"reason": "Give a reason; it is recorded in the audit log."})
+    if len(reason) > REASON_MAX:
+        raise AccountError({"reason": f"The reason can be at most {REASON_MAX} characters."})
+    return reason
+
+
+def suspend(account: Account, *, reason: str, actor_id: int | None) -> None:
+    """Suspend an active account: its keys are refused and its sessions end.
+
+    Raises AccountError without a reason or when the account is not active.
+    """
+    reason = _clean_reason(reason)
+    if account.status != "active":
+        raise AccountError({"status": f"The account is {account.status}, not active."})
+    if actor_id is not None and actor_id == account.id:
+        raise AccountError({"status": "You cannot suspend your own account."})
+    _change_status(account, "suspended", reason, actor_id, "account.suspend")
+
+
+def unsuspend(account: Account, *, reason: str, actor_id: int | None) -> None:
+    """Lift a suspension. Raises AccountError without a reason or when not suspended."""
+    reason = _clean_reason(reason)
+    if account.status != "suspended":
+        raise AccountError({"status": f"The account is {account.status}, not suspended."})
+    _change_status(account, "active", reason, actor_id, "account.unsuspend")
+
+
+def _change_status(
+    account: Account, status: str, reason: str, actor_id: int | None, action: str
+) -> None:
+    previous = account.status
+    account.status = status
+    account.status_reason = reason
+    account.status_changed_at = utcnow()
+    account.session_version += 1
+    db.session.flush()
+    record_audit(
+        actor_id=actor_id,
+        action=action,
+        target_account_id=account.id,
+        reason=reason,
+        details={"from": previous, "to": status},
+    )

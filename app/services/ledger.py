@@ -1,0 +1,372 @@
+"""The ledger, holds and settlement (DESIGN.md, "Money").
+
+Every credit movement is one append-only ledger row with a unique idempotency key, inserted in the same
+transaction as the update of the account's cached balance. Holds reserve credit with one conditional
+UPDATE, so two requests can never both spend the same credit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.models import Account, ApiKey, Hold, LedgerEntry
+from app.models.ledger import LEDGER_KINDS
+from app.models.types import utcnow
+
+
+class LedgerError(Exception):
+    """Base class of the money errors."""
+
+
+class IdempotencyConflict(LedgerError):
+    """An idempotency key was reused for a different movement."""
+
+
+class AccountNotActive(LedgerError):
+    def __init__(self, status: str):
+        super().__init__(f"account is {status}")
+        self.status = status
+
+
+class KeyNotUsable(LedgerError):
+    """The key is revoked, expired or over its credit limit."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InsufficientCredit(LedgerError):
+    def __init__(self, balance: int, held: int, required: int):
+        super().__init__("insufficient credits")
+        self.balance, self.held, self.required = balance, held, required
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    account_id: int
+    what: str
+    cached: int
+    computed: int
+
+    def __str__(self) -> str:
+        return (
+            f"account {self.account_id}: {self.what} is {self.cached}, "
+            f"the ledger says {self.computed}"
+        )
+
+
+def post_entry(
+    *,
+    account_id: int,
+    kind: str,
+    amount_nanocredits: int,
+    idempotency_key: str,
+    reference_type: str | None = None,
+    reference_id: str | None = None,
+    note: str | None = None,
+    actor_id: int | None = None,
+) -> tuple[LedgerEntry, bool]:
+    """Append one movement and move the cached balance with it; returns (entry, created).
+
+    A key already used for the same movement returns the stored entry and changes nothing. Raises
+    IdempotencyConflict when the key was used for a different account, kind or amount.
+    """
+    if kind not in LEDGER_KINDS:
+        raise ValueError(f"unknown ledger kind {kind!r}")
+    existing = _entry_by_key(idempotency_key)
+    if existing is None:
+        entry = LedgerEntry(
+            account_id=account_id,
+            kind=kind,
+            amount_nanocredits=amount_nanocredits,
+            idempotency_key=idempotency_key,
+            reference_type=reference_type,
+            reference_id=reference_id,
+            note=note,
+            actor_id=actor_id,
+        )
+        try:
+            with db.session.begin_nested():
+                db.session.add(entry)
+        except IntegrityError:
+            # Another transaction inserted the same key between our read and our insert.
+            existing = _entry_by_key(idempotency_key)
+            if existing is None:
+                raise
+        else:
+            db.session.execute(
+                update(Account)
+                .where(Account.id == account_id)
+                .values(balance_nanocredits=Account.balance_nanocredits + amount_nanocredits)
+            )
+            return entry, True
+    if (existing.account_id, existing.kind, existing.amount_nanocredits) != (
+        account_id,
+        kind,
+        amount_nanocredits,
+    ):
+        raise IdempotencyConflict(f"idempotency key {idempotency_key!r} used for another movement")
+    return existing, False
+
+
+def _entry_by_key(idempotency_key: str) -> LedgerEntry | None:
+    return db.session.scalar(
+        select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key)
+    )
+
+
+def grant_credits(
+    account_id: int,
+    amount_nanocredits: int,
+    *,
+    note: str,
+    idempotency_key: str,
+    actor_id: int | None = None,
+) -> tuple[LedgerEntry, bool]:
+    """A non-refundable grant. Raises ValueError unless the amount is positive and a note is given."""
+    if amount_nanocredits <= 0:
+        raise ValueError("a grant must be a positive amount")
+    if not note.strip():
+        raise ValueError("a grant needs a note")
+    return post_entry(
+        account_id=account_id,
+        kind="grant",
+        amount_nanocredits=amount_nanocredits,
+        idempotency_key=idempotency_key,
+        reference_type="admin" if actor_id else "operator",
+        reference_id=str(actor_id) if actor_id else None,
+        note=note.strip(),
+        actor_id=actor_id,
+    )
+
+
+def place_hold(
+    *,
+    account_id: int,
+    amount_nanocredits: int,
+    expires_at: datetime,
+    api_key_id: int | None = None,
+    request_id: str | None = None,
+) -> Hold:
+    """Reserve credit for one request, atomically checking the account and the key.
+
+    Raises AccountNotActive, KeyNotUsable or InsufficientCredit; nothing is reserved then.
+    """
+    if amount_nanocredits <= 0:
+        raise ValueError("a hold must be a positive amount")
+    now = utcnow()
+    if api_key_id is not None:
+        reserved_on_key = db.session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.id == api_key_id,
+                ApiKey.account_id == account_id,
+                ApiKey.revoked_at.is_(None),
+                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+                (ApiKey.limit_nanocredits.is_(None))
+                | (
+                    ApiKey.usage_nanocredits + ApiKey.held_nanocredits + amount_nanocredits
+                    <= ApiKey.limit_nanocredits
+                ),
+            )
+            .values(held_nanocredits=ApiKey.held_nanocredits + amount_nanocredits)
+        ).rowcount
+        if reserved_on_key != 1:
+            raise KeyNotUsable(_why_key_refused(api_key_id, now))
+    reserved = db.session.execute(
+        update(Account)
+        .where(
+            Account.id == account_id,
+            Account.status == "active",
+            Account.balance_nanocredits - Account.held_nanocredits >= amount_nanocredits,
+        )
+        .values(held_nanocredits=Account.held_nanocredits + amount_nanocredits)
+    ).rowcount
+    if reserved != 1:
+        if api_key_id is not None:
+            _move_key_held(api_key_id, -amount_nanocredits)
+        balance, held, status = db.session.execute(
+            select(Account.balance_nanocredits, Account.held_nanocredits, Account.status).where(
+                Account.id == account_id
+            )
+        ).one()
+        if status != "active":
+            raise AccountNotActive(status)
+        raise InsufficientCredit(balance, held, amount_nanocredits)
+    hold = Hold(
+        account_id=account_id,
+        api_key_id=api_key_id,
+        amount_nanocredits=amount_nanocredits,
+        request_id=request_id,
+        expires_at=expires_at,
+        status="open",
+    )
+    db.session.add(hold)
+    db.session.flush()
+    return hold
+
+
+def _why_key_refused(api_key_id: int, now: datetime) -> str:
+    key = db.session.get(ApiKey, api_key_id)
+    if key is None:
+        return "unknown key"
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "limit_reached"
+
+
+def _move_key_held(api_key_id: int, delta: int) -> None:
+    db.session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == api_key_id)
+        .values(held_nanocredits=ApiKey.held_nanocredits + delta)
+    )
+
+
+def _release_reservation(hold: Hold) -> None:
+    db.session.execute(
+        update(Account)
+        .where(Account.id == hold.account_id)
+        .values(held_nanocredits=Account.held_nanocredits - hold.amount_nanocredits)
+    )
+    if hold.api_key_id is not None:
+        _move_key_held(hold.api_key_id, -hold.amount_nanocredits)
+
+
+def _claim_hold(hold_id: int, from_status: str, to_status: str, **values) -> bool:
+    """Move a hold from one status to another; True only for the one caller that did it."""
+    claimed = db.session.execute(
+        update(Hold)
+        .where(Hold.id == hold_id, Hold.status == from_status)
+        .values(status=to_status, closed_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return claimed == 1
+
+
+def settle_hold(hold_id: int, cost_nanocredits: int, *, reference_id: str | None = None) -> bool:
+    """Debit the actual cost and release the hold, exactly once; False if it was already closed.
+
+    A hold that the expiry job already released is still settled late: the cost is debited, the
+    reservation is not released twice. The debit may take the balance below zero; the account is
+    then flagged for an admin.
+    """
+    if cost_nanocredits < 0:
+        raise ValueError("a cost cannot be negative")
+    values = {"settled_amount_nanocredits": cost_nanocredits}
+    if _claim_hold(hold_id, "open", "settled", **values):
+        hold = db.session.get(Hold, hold_id)
+        db.session.refresh(hold)
+        _release_reservation(hold)
+    elif _claim_hold(hold_id, "expired", "settled", **values):
+        hold = db.session.get(Hold, hold_id)
+        db.session.refresh(hold)
+    else:
+        return False
+    if cost_nanocredits > 0:
+        post_entry(
+            account_id=hold.account_id,
+            kind="usage",
+            amount_nanocredits=-cost_nanocredits,
+            idempotency_key=f"usage:hold:{hold_id}",
+            reference_type="usage",
+            reference_id=reference_id or f"hold:{hold_id}",
+        )
+        if hold.api_key_id is not None:
+            db.session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == hold.api_key_id)
+                .values(usage_nanocredits=ApiKey.usage_nanocredits + cost_nanocredits)
+            )
+        flag_if_negative(hold.account_id)
+    return True
+
+
+def release_hold(hold_id: int) -> bool:
+    """Release a hold without charge, exactly once; False if it was already closed."""
+    if not _claim_hold(hold_id, "open", "released", settled_amount_nanocredits=0):
+        return False
+    hold = db.session.get(Hold, hold_id)
+    db.session.refresh(hold)
+    _release_reservation(hold)
+    return True
+
+
+def expire_holds(now: datetime | None = None) -> int:
+    """Release every open hold past its expiry (left by a crashed process); returns how many."""
+    now = now or utcnow()
+    due = db.session.scalars(
+        select(Hold.id).where(Hold.status == "open", Hold.expires_at < now)
+    ).all()
+    expired = 0
+    for hold_id in due:
+        if _claim_hold(hold_id, "open", "expired"):
+            hold = db.session.get(Hold, hold_id)
+            db.session.refresh(hold)
+            _release_reservation(hold)
+            expired += 1
+    return expired
+
+
+def flag_if_negative(account_id: int) -> None:
+    db.session.execute(
+        update(Account)
+        .where(
+            Account.id == account_id,
+            Account.balance_nanocredits < 0,
+            Account.flagged_reason.is_(None),
+        )
+        .values(flagged_reason="negative balance")
+    )
+
+
+def check_invariants() -> list[Mismatch]:
+    """Every account's balance == sum(ledger) and held == sum(open holds); every key's held too."""
+    ledger_sums = dict(
+        db.session.execute(
+            select(LedgerEntry.account_id, func.sum(LedgerEntry.amount_nanocredits)).group_by(
+                LedgerEntry.account_id
+            )
+        ).all()
+    )
+    open_holds = dict(
+        db.session.execute(
+            select(Hold.account_id, func.sum(Hold.amount_nanocredits))
+            .where(Hold.status == "open")
+            .group_by(Hold.account_id)
+        ).all()
+    )
+    key_holds = dict(
+        db.session.execute(
+            select(Hold.api_key_id, func.sum(Hold.amount_nanocredits))
+            .where(Hold.status == "open", Hold.api_key_id.is_not(None))
+            .group_by(Hold.api_key_id)
+        ).all()
+    )
+    mismatches = []
+    accounts = db.session.execute(
+        select(Account.id, Account.balance_nanocredits, Account.held_nanocredits).order_by(
+            Account.id
+        )
+    ).all()
+    for account_id, balance, held in accounts:
+        expected_balance = int(ledger_sums.get(account_id) or 0)
+        expected_held = int(open_holds.get(account_id) or 0)
+        if balance != expected_balance:
+            mismatches.append(Mismatch(account_id, "balance", balance, expected_balance))
+        if held != expected_held:
+            mismatches.append(Mismatch(account_id, "held", held, expected_held))
+    keys = db.session.execute(select(ApiKey.id, ApiKey.account_id, ApiKey.held_nanocredits)).all()
+    for key_id, account_id, held in keys:
+        expected_held = int(key_holds.get(key_id) or 0)
+        if held != expected_held:
+            mismatches.append(Mismatch(account_id, f"key {key_id} held", held, expected_held))
+    return mismatches

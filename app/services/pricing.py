@@ -1,0 +1,49 @@
+"""Prices in integer nanocredits per million tokens, and the cost of a request (DESIGN.md, "Money")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from app.services.money import NANOS_PER_CREDIT, div_half_up, parse_decimal
+
+TOKENS_PER_PRICE_UNIT = 1_000_000
+BPS_DENOMINATOR = 10_000
+USD_DECIMALS = 9  # a list price finer than a nanodollar per million tokens cannot be stored exactly
+
+
+def usd_per_mtok_to_nanos(text: str) -> int:
+    """'1.25' (US dollars per 1M tokens) -> 1_250_000_000 nanocredits per 1M tokens ($1 = 1 credit)."""
+    value = parse_decimal(text, max_decimals=USD_DECIMALS)
+    if value < 0:
+        raise ValueError(f"price {text!r} is negative")
+    return int(value * NANOS_PER_CREDIT)
+
+
+def sell_price(list_price_nanos_per_mtok: int, margin_bps: int) -> int:
+    """Provider price × (1 + margin), rounded half-up to whole nanocredits per million tokens."""
+    if margin_bps < 0:
+        raise ValueError("margin must not be negative")
+    return div_half_up(list_price_nanos_per_mtok * (BPS_DENOMINATOR + margin_bps), BPS_DENOMINATOR)
+
+
+def request_cost(prices: Mapping[str, int], tokens: Mapping[str, int]) -> int:
+    """Sum over classes of tokens × price / 10^6, rounded half-up once for the whole request.
+
+    Raises KeyError naming a token class that has tokens but no price.
+    """
+    total = 0
+    for token_class, count in tokens.items():
+        if count < 0:
+            raise ValueError(f"negative token count for {token_class}")
+        if count == 0:
+            continue
+        if token_class not in prices:
+            raise KeyError(token_class)
+        total += count * prices[token_class]
+    return div_half_up(total, TOKENS_PER_PRICE_UNIT)
+
+
+def tier_for_prompt(tier_thresholds: list[int], prompt_tokens: int) -> int:
+    """The tier a request bills at: the highest threshold its prompt exceeds (0 is the base tier)."""
+    reached = [t for t in tier_thresholds if t == 0 or prompt_tokens > t]
+    return max(reached, default=0)

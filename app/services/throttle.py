@@ -1,0 +1,36 @@
+"""Counting failures in Redis, shared by every process (login throttling)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from redis import Redis
+
+
+def _key(scope: str, subject: str) -> str:
+    # Hashed so that email addresses never sit in Redis in the clear.
+    digest = hashlib.sha256(subject.lower().encode()).hexdigest()[:32]
+    return f"onekey:throttle:{scope}:{digest}"
+
+
+def is_throttled(redis: Redis, scope: str, subject: str, limit: int) -> int:
+    """Seconds until `subject` may try again, or 0 when under `limit` failures."""
+    key = _key(scope, subject)
+    failures = int(redis.get(key) or 0)
+    if failures < limit:
+        return 0
+    return max(int(redis.ttl(key)), 1)
+
+
+def record_failure(redis: Redis, scope: str, subject: str, window_seconds: int) -> int:
+    """Count one failure in a fixed window that starts at the first failure."""
+    key = _key(scope, subject)
+    with redis.pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, window_seconds, nx=True)
+        failures, _ = pipe.execute()
+    return int(failures)
+
+
+def clear(redis: Redis, scope: str, subject: str) -> None:
+    redis.delete(_key(scope, subject))

@@ -1,0 +1,104 @@
+"""Request-wide behaviour shared by every page: sessions, errors, security headers, template helpers."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from flask import Flask, g, render_template, request
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+
+from app.config import TERMS_VERSION
+from app.extensions import db, login_manager
+from app.models import Account
+from app.services.money import display_credits
+
+# Pages load scripts and styles only from this origin (plus Stripe.js where a page needs it).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+
+
+@login_manager.user_loader
+def load_account(login_id: str) -> Account | None:
+    """Load the signed-in account on every request, so a status change applies at once.
+
+    The login id carries the session version: bumping it (suspension, password change) ends
+    every session issued before.
+    """
+    account_id, _, version = login_id.partition(":")
+    if not account_id.isdigit() or not version.isdigit():
+        return None
+    account = db.session.get(Account, int(account_id))
+    if account is None or account.session_version != int(version):
+        return None
+    if account.status == "terminated":
+        return None
+    return account
+
+
+def register_web_hooks(app: Flask) -> None:
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Sign in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "basic"
+
+    @app.before_request
+    def assign_request_id() -> None:
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(12)
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Request-Id", g.get("request_id", ""))
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            response.vary.add("HX-Request")
+            if current_user.is_authenticated:
+                response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError):
+        message = "Your form expired or was not sent from this site. Reload the page and try again."
+        return render_template("errors/error.html", code=400, message=message), 400
+
+    @app.errorhandler(404)
+    def not_found(error):
+        return render_template("errors/error.html", code=404, message="Page not found."), 404
+
+    @app.errorhandler(405)
+    def method_not_allowed(error):
+        return render_template(
+            "errors/error.html", code=405, message="That method is not allowed here."
+        ), 405
+
+    @app.errorhandler(413)
+    def too_large(error):
+        return render_template("errors/error.html", code=413, message="The form is too large."), 413
+
+    @app.errorhandler(500)
+    def server_error(error):
+        db.session.rollback()
+        return render_template(
+            "errors/error.html", code=500, message="Something went wrong on our side."
+        ), 500
+
+    @app.context_processor
+    def template_globals():
+        return {
+            "support_email": app.config["SUPPORT_EMAIL"],
+            "terms_version": TERMS_VERSION,
+            "now": datetime.now,
+        }
+
+    app.jinja_env.filters["credits"] = display_credits
+    app.jinja_env.filters["datetime"] = _format_datetime
+
+
+def _format_datetime(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
