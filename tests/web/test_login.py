@@ -1,0 +1,173 @@
+"""Sign-in, sign-out, throttling, sessions and passwords."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from rq import SimpleWorker
+
+from app.extensions import db, get_queue
+from app.models import Account
+from tests.helpers import TEST_PASSWORD
+
+SIGN_IN_FAILED = "That email and password do not match an account."
+
+
+def test_login_and_logout(browser, make_account):
+    make_account("user@example.com")
+    response = browser.login("USER@example.com")
+    assert response.status_code == 302
+    assert browser.get("/dashboard").status_code == 200
+    assert browser.logout().status_code == 302
+    assert browser.get("/dashboard").status_code == 302
+
+
+def test_wrong_password_and_unknown_email_get_the_same_message(browser, make_account):
+    make_account("user@example.com")
+    wrong = browser.login("user@example.com", "not the right password")
+    unknown = browser.login("nobody@example.com", "not the right password")
+    assert wrong.status_code == unknown.status_code == 401
+    assert SIGN_IN_FAILED in wrong.get_data(as_text=True)
+    assert SIGN_IN_FAILED in unknown.get_data(as_text=True)
+
+
+def test_login_is_throttled_per_account(app, browser, make_account):
+    make_account("user@example.com")
+    limit = app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]
+    for _ in range(limit):
+        assert browser.login("user@example.com", "wrong password!").status_code == 401
+    # Even the right password is refused while throttled, and the answer says when to retry.
+    response = browser.login("user@example.com")
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) > 0
+    assert "Too many sign-in attempts" in response.get_data(as_text=True)
+    assert browser.get("/dashboard").status_code == 302
+
+
+def test_login_is_throttled_per_address(app, browser, make_account):
+    make_account("user@example.com")
+    limit = app.config["LOGIN_MAX_FAILURES_PER_IP"]
+    for n in range(limit):
+        browser.login(f"guess{n}@example.com", "wrong password!")
+    assert browser.login("user@example.com").status_code == 429
+
+
+def test_throttling_is_shared_through_redis(app, make_account):
+    """Another client (another web process) sees the same failure count."""
+    from tests.helpers import Browser
+
+    make_account("user@example.com")
+    for _ in range(app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]):
+        Browser(app.test_client()).login("user@example.com", "wrong password!")
+    assert Browser(app.test_client()).login("user@example.com").status_code == 429
+
+
+def test_session_is_rotated_on_login(app, client, make_account):
+    from tests.helpers import Browser
+
+    make_account("user@example.com")
+    browser = Browser(client)
+    client.get("/login")
+    with client.session_transaction() as session:
+        session["planted"] = "by an attacker"
+    browser.login("user@example.com")
+    with client.session_transaction() as session:
+        assert "planted" not in session
+        assert "_user_id" in session
+
+
+def test_session_cookie_is_hardened(browser, make_account):
+    make_account("user@example.com")
+    response = browser.login("user@example.com")
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+
+
+def test_open_redirect_after_login_is_ignored(browser, make_account):
+    make_account("user@example.com")
+    response = browser.post_form(
+        "/login",
+        {"email": "user@example.com", "password": TEST_PASSWORD},
+        action="/login?next=https://evil.example/",
+    )
+    assert response.headers["Location"] == "/dashboard"
+
+
+def test_logout_needs_csrf(client, browser, make_account):
+    make_account("user@example.com")
+    browser.login("user@example.com")
+    assert client.post("/logout").status_code == 400
+    assert browser.get("/dashboard").status_code == 200
+
+
+def test_password_change_ends_other_sessions(app, make_account):
+    from tests.helpers import Browser
+
+    make_account("user@example.com")
+    first, second = Browser(app.test_client()), Browser(app.test_client())
+    first.login("user@example.com")
+    second.login("user@example.com")
+    response = first.post_form(
+        "/account/password",
+        {"current_password": TEST_PASSWORD, "password": "a brand new passphrase"},
+    )
+    assert response.status_code == 302
+    assert first.get("/dashboard").status_code == 200
+    assert second.get("/dashboard").status_code == 302
+    assert Browser(app.test_client()).login("user@example.com").status_code == 401
+    assert (
+        Browser(app.test_client()).login("user@example.com", "a brand new passphrase").status_code
+        == 302
+    )
+
+
+def test_password_change_needs_the_current_password(app, browser, make_account):
+    account_id = make_account("user@example.com")
+    browser.login("user@example.com")
+    with app.app_context():
+        before = db.session.get(Account, account_id).password_hash
+    response = browser.post_form(
+        "/account/password",
+        {"current_password": "wrong one!", "password": "a brand new passphrase"},
+    )
+    assert response.status_code == 400
+    assert "current password is not correct" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Account, account_id).password_hash == before
+
+
+def _run_mail_jobs(app, caplog) -> str:
+    with app.app_context(), caplog.at_level(logging.INFO, logger="onekey.mail"):
+        queue = get_queue("default")
+        SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    return caplog.text
+
+
+def test_password_reset_by_emailed_link(app, browser, make_account, caplog):
+    make_account("user@example.com")
+    response = browser.post_form("/password/forgot", {"email": "user@example.com"})
+    assert response.status_code == 302
+    mail = _run_mail_jobs(app, caplog)
+    link = re.search(r"http://localhost(/password/reset/\S+)", mail).group(1)
+    response = browser.post_form(link, {"password": "a brand new passphrase"})
+    assert response.status_code == 302
+    assert browser.login("user@example.com", "a brand new passphrase").status_code == 302
+    # The link works once.
+    assert browser.get(link).status_code == 302
+
+
+def test_password_reset_does_not_reveal_unknown_addresses(app, browser, caplog):
+    response = browser.post_form(
+        "/password/forgot", {"email": "nobody@example.com"}, follow_redirects=True
+    )
+    assert "If an account uses that address" in response.get_data(as_text=True)
+    with app.app_context():
+        assert get_queue("default").count == 0
+
+
+def test_forged_reset_token_is_refused(browser):
+    response = browser.get("/password/reset/not-a-real-token")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/password/forgot")

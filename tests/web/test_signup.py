@@ -1,0 +1,117 @@
+"""Sign-up: the Terms' eligibility rules (18+, acceptance) and clean refusals of bad input."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from app.config import TERMS_VERSION
+from app.extensions import db
+from app.models import Account
+
+
+def account_count(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Account))
+
+
+def test_signup_records_terms_version_and_age_attestation(app, browser):
+    response = browser.signup("New.Person@Example.com")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/dashboard")
+    with app.app_context():
+        account = db.session.scalar(select(Account))
+        assert account.email == "new.person@example.com"
+        assert account.terms_version == TERMS_VERSION == "2026-02-19"
+        assert account.terms_accepted_at is not None
+        assert account.age_attested_at is not None
+        assert account.password_hash != "a long enough passphrase"
+    assert browser.get("/dashboard").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"age_confirmed": None}, "at least 18 years old"),
+        ({"terms_accepted": None}, "accept the Terms of Service"),
+        ({"email": "not-an-email"}, "valid email address"),
+        ({"email": "a@b"}, "valid email address"),
+        ({"email": ""}, "This field is required"),
+        ({"email": "x" * 250 + "@example.com"}, "Field cannot be longer than 254 characters"),
+        ({"password": ""}, "This field is required"),
+        ({"password": "short"}, "at least 10 characters"),
+        ({"password": "password123"}, "too easy to guess"),
+        ({"password": "aaaaaaaaaaaa"}, "too easy to guess"),
+        ({"password": "x" * 129}, "Field cannot be longer than 128 characters"),
+    ],
+)
+def test_signup_refuses_bad_input_and_writes_nothing(app, browser, overrides, message):
+    response = browser.signup(**{"email": "person@example.com", **overrides})
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert account_count(app) == 0
+
+
+def test_password_containing_the_email_is_refused(app, browser):
+    response = browser.signup("janedoe@example.com", password="janedoe-is-me-2026")
+    assert response.status_code == 400
+    assert "must not contain your email" in response.get_data(as_text=True)
+    assert account_count(app) == 0
+
+
+def test_duplicate_signup_is_refused(app, browser, make_account):
+    make_account("taken@example.com")
+    response = browser.signup("Taken@Example.com")
+    assert response.status_code == 400
+    assert "already exists" in response.get_data(as_text=True)
+    assert account_count(app) == 1
+
+
+def test_signup_without_csrf_token_is_refused(app, client):
+    response = client.post(
+        "/signup",
+        data={
+            "email": "person@example.com",
+            "password": "a long enough passphrase",
+            "age_confirmed": "y",
+            "terms_accepted": "y",
+        },
+    )
+    assert response.status_code == 400
+    assert account_count(app) == 0
+
+
+def test_signup_with_forged_csrf_token_is_refused(app, client):
+    client.get("/signup")
+    response = client.post(
+        "/signup",
+        data={
+            "csrf_token": "forged." + "A" * 40,
+            "email": "person@example.com",
+            "password": "a long enough passphrase",
+            "age_confirmed": "y",
+            "terms_accepted": "y",
+        },
+    )
+    assert response.status_code == 400
+    assert account_count(app) == 0
+
+
+def test_csrf_token_from_another_session_is_refused(app, client):
+    from tests.helpers import csrf_token_from
+
+    other = app.test_client()
+    token = csrf_token_from(other.get("/signup").get_data(as_text=True))
+    client.get("/signup")
+    response = client.post(
+        "/signup",
+        data={
+            "csrf_token": token,
+            "email": "person@example.com",
+            "password": "a long enough passphrase",
+            "age_confirmed": "y",
+            "terms_accepted": "y",
+        },
+    )
+    assert response.status_code == 400
+    assert account_count(app) == 0
