@@ -12,3 +12,5 @@ accesslog = "-"
 # %(U)s is the path without the query string; %(q)s (the query) is deliberately left out.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%({x-request-id}o)s"'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Several OneKey servers may run on one machine (tests, bench); a shared control socket would clash.
+control_socket_disable = True
