@@ -7,6 +7,7 @@ import sys
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from sqlalchemy import select
 
 from app.extensions import db
@@ -26,12 +27,13 @@ def _account_or_exit(email: str) -> Account:
 
 
 def register_cli(app: Flask) -> None:
-    catalog = click.Group("catalog", help="The model catalogue.")
-    users = click.Group("users", help="Accounts.")
-    credits = click.Group("credits", help="Credits.")
-    keys = click.Group("keys", help="API keys.")
-    ledger_group = click.Group("ledger", help="The money ledger.")
-    holds = click.Group("holds", help="Credit holds.")
+    # AppGroup runs every command inside the app context.
+    catalog = AppGroup("catalog", help="The model catalogue.")
+    users = AppGroup("users", help="Accounts.")
+    credits = AppGroup("credits", help="Credits.")
+    keys = AppGroup("keys", help="API keys.")
+    ledger_group = AppGroup("ledger", help="The money ledger.")
+    holds = AppGroup("holds", help="Credit holds.")
 
     @catalog.command("sync")
     def catalog_sync():

@@ -178,7 +178,7 @@ def place_hold(
             .values(held_nanocredits=ApiKey.held_nanocredits + amount_nanocredits)
         ).rowcount
         if reserved_on_key != 1:
-            raise KeyNotUsable(_why_key_refused(api_key_id, now))
+            raise KeyNotUsable(_why_key_refused(api_key_id, account_id, now))
     reserved = db.session.execute(
         update(Account)
         .where(
@@ -212,9 +212,9 @@ def place_hold(
     return hold
 
 
-def _why_key_refused(api_key_id: int, now: datetime) -> str:
+def _why_key_refused(api_key_id: int, account_id: int, now: datetime) -> str:
     key = db.session.get(ApiKey, api_key_id)
-    if key is None:
+    if key is None or key.account_id != account_id:
         return "unknown key"
     if key.revoked_at is not None:
         return "revoked"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 NANOS_PER_CREDIT = 1_000_000_000
 CREDIT_DECIMALS = 9
+# Amounts live in BIGINT columns: the largest a single amount may be.
+MAX_NANOCREDITS = 2**63 - 1
 
 
 class AmountError(ValueError):
@@ -32,8 +34,15 @@ def parse_decimal(text: str, *, max_decimals: int) -> Decimal:
 
 
 def credits_to_nanos(text: str) -> int:
-    """'12.5' -> 12_500_000_000. Raises AmountError (see parse_decimal)."""
-    return int(parse_decimal(text, max_decimals=CREDIT_DECIMALS) * NANOS_PER_CREDIT)
+    """'12.5' -> 12_500_000_000, exactly. Raises AmountError (see parse_decimal) and for an
+    amount too large to store."""
+    value = parse_decimal(text, max_decimals=CREDIT_DECIMALS)
+    nanos = int(
+        value.scaleb(CREDIT_DECIMALS, context=Context(prec=len(value.as_tuple().digits) + 10))
+    )
+    if abs(nanos) > MAX_NANOCREDITS:
+        raise AmountError(f"{text!r} is too large")
+    return nanos
 
 
 def nanos_to_credits(nanocredits: int) -> str:
@@ -50,7 +59,7 @@ def display_credits(nanocredits: int, *, min_decimals: int = 2) -> str:
     sign = "-" if text.startswith("-") else ""
     whole, _, frac = text.lstrip("-").partition(".")
     frac = frac.ljust(min_decimals, "0")
-    return f"{sign}{int(whole):,}.{frac}"
+    return f"{sign}{int(whole):,}.{frac}" if frac else f"{sign}{int(whole):,}"
 
 
 def div_half_up(numerator: int, denominator: int) -> int:
