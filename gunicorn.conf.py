@@ -1,16 +1,41 @@
-"""gunicorn settings. Access logs never carry query strings: a key may travel as `?key=`."""
+"""gunicorn settings.
+
+Access logs never carry query strings: a key may travel as `?key=`. Workers are gevent by default:
+each relayed stream is a greenlet, so one process holds thousands of slow streams (bench/README.md
+has the measurements behind the choice); `WEB_WORKER_CLASS=gthread` switches to threads.
+"""
 
 import os
+import signal
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "8"))
-timeout = 120
-graceful_timeout = 30
+# SQLite (the embedded default) blocks in C while it waits for its lock, which would stall every
+# greenlet of a gevent worker; it gets threads instead.
+_on_sqlite = not os.environ.get("DATABASE_URL", "").startswith("postgres")
+worker_class = os.environ.get("WEB_WORKER_CLASS", "gthread" if _on_sqlite else "gevent")
+worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "2000"))
+threads = int(os.environ.get("WEB_THREADS", "32"))
+# Streams may run for minutes: the worker heartbeat, not a request timeout, decides liveness.
+timeout = int(os.environ.get("WEB_TIMEOUT", "120"))
+graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "30"))
 accesslog = "-"
 # %(U)s is the path without the query string; %(q)s (the query) is deliberately left out.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%({x-request-id}o)s"'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Several OneKey servers may run on one machine (tests, bench); a shared control socket would clash.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """On a graceful stop (SIGTERM), open streams end at once, bill what was proven and settle."""
+    from app.proxy.gateway import shutting_down
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_terminate(signum, frame):
+        shutting_down.set()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_terminate)

@@ -58,6 +58,8 @@ class Config:
     UPSTREAM_CONNECT_TIMEOUT = _int("UPSTREAM_CONNECT_TIMEOUT", 10)
     UPSTREAM_READ_TIMEOUT = _int("UPSTREAM_READ_TIMEOUT", 300)
     MAX_REQUEST_BYTES = _int("MAX_REQUEST_BYTES", 20 * 1024 * 1024)
+    # A comment line this often while a started stream waits on its provider (not on /gemini).
+    SSE_KEEPALIVE_SECONDS = _int("SSE_KEEPALIVE_SECONDS", 15)
 
     STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
     STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY", "")

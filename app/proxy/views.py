@@ -1,16 +1,37 @@
-"""The API surface customers' applications call."""
+"""The API surface customers' applications call (DESIGN.md, "Proxy contract")."""
 
 from __future__ import annotations
 
-from flask import jsonify
+import json
 
-from app.proxy import bp
+from flask import Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app.extensions import db
+from app.models import ApiKey
+from app.proxy import anthropic, bp, gemini, openai, translate_anthropic, translate_gemini
+from app.proxy.errors import ANTHROPIC, GOOGLE, OPENAI, ProxyError
+from app.proxy.gateway import (
+    Estimate,
+    authenticate,
+    call_upstream,
+    estimate_input_tokens,
+    finish_json,
+    limit_headers,
+    open_exchange,
+    proxy_errors,
+    resolve_model,
+    stream_headers,
+    stream_response,
+)
+from app.proxy.upstream import UpstreamCall, error_from_response, send
 from app.services.catalog import enabled_models, price_table
-from app.services.money import NANOS_PER_CREDIT
+from app.services.money import NANOS_PER_CREDIT, nanos_to_credits
 from app.services.pricing import TOKENS_PER_PRICE_UNIT
 
 NANOS_PER_TOKEN_PRICE_UNIT = NANOS_PER_CREDIT * TOKENS_PER_PRICE_UNIT
 PER_TOKEN_DECIMALS = 15
+OPENAI_COMPATIBLE = ("openai", "xai")
 
 
 def per_token_price(nanos_per_mtok: int) -> str:
@@ -18,6 +39,148 @@ def per_token_price(nanos_per_mtok: int) -> str:
     whole, frac = divmod(nanos_per_mtok, NANOS_PER_TOKEN_PRICE_UNIT)
     frac_text = f"{frac:0{PER_TOKEN_DECIMALS}d}".rstrip("0")
     return f"{whole}.{frac_text}" if frac_text else str(whole)
+
+
+def read_json_body() -> dict:
+    """The request's JSON object; raises ProxyError 413 when too large, 400 when not an object."""
+    limit = current_app.config["MAX_REQUEST_BYTES"]
+    if request.content_length is not None and request.content_length > limit:
+        raise ProxyError("request_too_large", f"The request body is larger than {limit} bytes.")
+    request.max_content_length = limit
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise ProxyError(
+            "request_too_large", f"The request body is larger than {limit} bytes."
+        ) from None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProxyError("invalid_request", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ProxyError("invalid_request", "The request body must be a JSON object.")
+    return body
+
+
+def _json_response(body: dict, headers: dict) -> Response:
+    response = Response(
+        json.dumps(body, separators=(",", ":")), status=200, mimetype="application/json"
+    )
+    response.headers.update(headers)
+    return response
+
+
+# --- OpenAI-compatible -----------------------------------------------------------------------
+
+
+@bp.post("/v1/chat/completions")
+@proxy_errors(OPENAI)
+def chat_completions():
+    body = read_json_body()
+    caller = authenticate()
+    model = resolve_model(body.get("model"))
+    openai.validate_chat(body)
+    stream = bool(body.get("stream"))
+    if model.provider == "anthropic":
+        translator = translate_anthropic.ChatToMessages(body, model)
+    elif model.provider == "google":
+        translator = translate_gemini.ChatToGemini(body, model)
+    else:
+        translator = None
+    if translator is not None:
+        translator.validate()
+    estimate = Estimate(
+        input_tokens=estimate_input_tokens(body, len(body["messages"])),
+        requested_output=openai.chat_output_limit(body),
+        choices=openai.chat_choices(body),
+    )
+    exchange = open_exchange(
+        dialect=OPENAI,
+        route="chat.completions",
+        model=model,
+        caller=caller,
+        estimate=estimate,
+        stream=stream,
+    )
+    upstream_limit = exchange.output_limit if exchange.gateway_set_limit else None
+    if translator is None:
+        call = UpstreamCall(
+            provider=model.provider,
+            path=openai.CHAT_PATH,
+            body=openai.chat_upstream_body(
+                body, model, output_limit=upstream_limit, opaque_user=caller.opaque_user
+            ),
+            stream=stream,
+            headers={k: v for k, v in request.headers.items() if k.lower() == "openai-beta"},
+        )
+        relay = openai.ChatRelay(model, client_wants_usage=openai.wants_usage(body))
+    else:
+        call = translator.upstream_call(
+            output_limit=exchange.output_limit, opaque_user=caller.opaque_user
+        )
+        relay = translator.relay()
+    response = call_upstream(exchange, call)
+    if stream:
+        return stream_response(
+            exchange,
+            response,
+            relay,
+            drain_on_disconnect=model.provider == "google",
+            keepalives=True,
+            headers=stream_headers(exchange),
+        )
+    return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))
+
+
+@bp.post("/v1/responses")
+@proxy_errors(OPENAI)
+def responses():
+    body = read_json_body()
+    caller = authenticate()
+    model = resolve_model(body.get("model"))
+    if model.provider not in OPENAI_COMPATIBLE:
+        raise ProxyError(
+            "invalid_request",
+            f"The Responses API serves OpenAI and xAI models; use /v1/chat/completions for "
+            f"'{model.model_id}'.",
+            param="model",
+        )
+    openai.validate_responses(body)
+    stream = bool(body.get("stream"))
+    input_items = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    exchange = open_exchange(
+        dialect=OPENAI,
+        route="responses",
+        model=model,
+        caller=caller,
+        estimate=Estimate(
+            input_tokens=estimate_input_tokens(body, len(input_items)),
+            requested_output=openai.responses_output_limit(body),
+        ),
+        stream=stream,
+    )
+    upstream_limit = exchange.output_limit if exchange.gateway_set_limit else None
+    call = UpstreamCall(
+        provider=model.provider,
+        path=openai.RESPONSES_PATH,
+        body=openai.responses_upstream_body(
+            body, model, output_limit=upstream_limit, opaque_user=caller.opaque_user
+        ),
+        stream=stream,
+        headers={k: v for k, v in request.headers.items() if k.lower() == "openai-beta"},
+    )
+    relay = openai.ResponsesRelay(model)
+    response = call_upstream(exchange, call)
+    if stream:
+        return stream_response(
+            exchange,
+            response,
+            relay,
+            drain_on_disconnect=False,
+            keepalives=True,
+            headers=stream_headers(exchange),
+        )
+    return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))
 
 
 @bp.get("/v1/models")
@@ -64,3 +227,186 @@ def list_models():
             entry["pricing_tiers"] = long_tiers
         data.append(entry)
     return jsonify(object="list", data=data)
+
+
+@bp.get("/v1/key")
+@proxy_errors(OPENAI)
+def key_info():
+    caller = authenticate()
+    key = db.session.get(ApiKey, caller.key_id)
+    account = key.account
+    limit = key.limit_nanocredits
+    remaining = (
+        None if limit is None else max(limit - key.usage_nanocredits - key.held_nanocredits, 0)
+    )
+    return jsonify(
+        data={
+            "name": key.name,
+            "balance": nanos_to_credits(account.balance_nanocredits),
+            "held": nanos_to_credits(account.held_nanocredits),
+            "usage": nanos_to_credits(key.usage_nanocredits),
+            "limit": None if limit is None else nanos_to_credits(limit),
+            "limit_remaining": None if remaining is None else nanos_to_credits(remaining),
+        }
+    )
+
+
+# --- Anthropic-native ------------------------------------------------------------------------
+
+
+def _native_model(body_model, provider: str, dialect: str):
+    model = resolve_model(body_model)
+    if model.provider != provider:
+        raise ProxyError(
+            "invalid_request",
+            f"'{model.model_id}' is not a {provider} model; this route serves only {provider} models.",
+        )
+    return model
+
+
+@bp.post("/anthropic/v1/messages")
+@proxy_errors(ANTHROPIC)
+def anthropic_messages():
+    body = read_json_body()
+    caller = authenticate()
+    model = _native_model(body.get("model"), "anthropic", ANTHROPIC)
+    anthropic.validate_messages(body)
+    stream = bool(body.get("stream"))
+    exchange = open_exchange(
+        dialect=ANTHROPIC,
+        route="anthropic.messages",
+        model=model,
+        caller=caller,
+        estimate=Estimate(
+            input_tokens=estimate_input_tokens(body, len(body["messages"])),
+            requested_output=anthropic.output_limit(body),
+        ),
+        stream=stream,
+    )
+    call = UpstreamCall(
+        provider="anthropic",
+        path=anthropic.MESSAGES_PATH,
+        body=anthropic.upstream_body(
+            body,
+            model,
+            limit=exchange.output_limit if exchange.gateway_set_limit else None,
+            opaque_user=caller.opaque_user,
+        ),
+        stream=stream,
+        headers=anthropic.forwarded_headers(request.headers),
+    )
+    relay = anthropic.MessagesRelay(model)
+    response = call_upstream(exchange, call)
+    if stream:
+        return stream_response(
+            exchange,
+            response,
+            relay,
+            drain_on_disconnect=False,
+            keepalives=True,
+            headers=stream_headers(exchange),
+        )
+    return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))
+
+
+@bp.post("/anthropic/v1/messages/count_tokens")
+@proxy_errors(ANTHROPIC)
+def anthropic_count_tokens():
+    """Free at Anthropic, so not metered; still needs a valid key and an Anthropic model."""
+    body = read_json_body()
+    authenticate()
+    model = _native_model(body.get("model"), "anthropic", ANTHROPIC)
+    db.session.close()
+    upstream = send(
+        UpstreamCall(
+            provider="anthropic",
+            path=anthropic.COUNT_TOKENS_PATH,
+            body={**body, "model": model.model_id},
+            stream=False,
+            headers=anthropic.forwarded_headers(request.headers),
+        )
+    )
+    if upstream.status_code >= 400:
+        raise error_from_response("anthropic", upstream)
+    try:
+        return _json_response(upstream.json(), {})
+    except ValueError:
+        raise ProxyError("upstream_error", "The provider sent a malformed answer.") from None
+
+
+@bp.get("/anthropic/v1/models")
+@proxy_errors(ANTHROPIC)
+def anthropic_models():
+    authenticate()
+    models = enabled_models("anthropic")
+    data = [
+        {
+            "type": "model",
+            "id": m.model_id,
+            "display_name": m.name,
+            "created_at": m.synced_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        for m in models
+    ]
+    return jsonify(
+        data=data,
+        has_more=False,
+        first_id=data[0]["id"] if data else None,
+        last_id=data[-1]["id"] if data else None,
+    )
+
+
+# --- Gemini-native ---------------------------------------------------------------------------
+
+
+@bp.post("/gemini/<version>/models/<path:model_action>")
+@proxy_errors(GOOGLE)
+def gemini_generate(version: str, model_action: str):
+    if version not in gemini.VERSIONS:
+        raise ProxyError("model_not_found", f"Unknown API version '{version}'.")
+    model_name, _, action = model_action.rpartition(":")
+    if action not in ("generateContent", "streamGenerateContent"):
+        raise ProxyError("model_not_found", f"Unknown method '{action or model_action}'.")
+    body = read_json_body()
+    caller = authenticate()
+    model = _native_model(model_name, "google", GOOGLE)
+    gemini.validate(body)
+    stream = action == "streamGenerateContent"
+    exchange = open_exchange(
+        dialect=GOOGLE,
+        route="gemini.generate",
+        model=model,
+        caller=caller,
+        estimate=Estimate(
+            input_tokens=estimate_input_tokens(body, len(body["contents"])),
+            requested_output=gemini.output_limit(body),
+            choices=gemini.candidate_count(body),
+        ),
+        stream=stream,
+    )
+    call = UpstreamCall(
+        provider="google",
+        path=f"/{version}/models/{model.model_id}:{action}",
+        body=gemini.upstream_body(
+            body, limit=exchange.output_limit if exchange.gateway_set_limit else None
+        ),
+        stream=stream,
+        query={"alt": "sse"} if stream else {},
+    )
+    as_sse = request.args.get("alt") == "sse"
+    relay = gemini.GenerateRelay(model, as_sse=as_sse)
+    response = call_upstream(exchange, call)
+    if stream:
+        headers = stream_headers(exchange)
+        streamed = stream_response(
+            exchange,
+            response,
+            relay,
+            drain_on_disconnect=True,
+            keepalives=False,
+            headers=headers,
+        )
+        if not as_sse:
+            streamed.mimetype = "application/json"
+        return streamed
+    return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))

@@ -33,16 +33,22 @@ def parse_decimal(text: str, *, max_decimals: int) -> Decimal:
     return value
 
 
-def credits_to_nanos(text: str) -> int:
-    """'12.5' -> 12_500_000_000, exactly. Raises AmountError (see parse_decimal) and for an
-    amount too large to store."""
+def decimal_to_nanos(text: str) -> int:
+    """A plain decimal of whole units -> billionths, exactly: '12.5' -> 12_500_000_000.
+
+    Raises AmountError (see parse_decimal) and for an amount too large for a BIGINT column.
+    """
     value = parse_decimal(text, max_decimals=CREDIT_DECIMALS)
-    nanos = int(
-        value.scaleb(CREDIT_DECIMALS, context=Context(prec=len(value.as_tuple().digits) + 10))
-    )
+    exact = Context(prec=len(value.as_tuple().digits) + CREDIT_DECIMALS)
+    nanos = int(value.scaleb(CREDIT_DECIMALS, context=exact))
     if abs(nanos) > MAX_NANOCREDITS:
         raise AmountError(f"{text!r} is too large")
     return nanos
+
+
+def credits_to_nanos(text: str) -> int:
+    """Credits as text -> nanocredits. Raises AmountError."""
+    return decimal_to_nanos(text)
 
 
 def nanos_to_credits(nanocredits: int) -> str:

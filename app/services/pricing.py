@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from app.services.money import NANOS_PER_CREDIT, div_half_up, parse_decimal
+from app.services.money import decimal_to_nanos, div_half_up
 
 TOKENS_PER_PRICE_UNIT = 1_000_000
 BPS_DENOMINATOR = 10_000
-USD_DECIMALS = 9  # a list price finer than a nanodollar per million tokens cannot be stored exactly
 
 
 def usd_per_mtok_to_nanos(text: str) -> int:
-    """'1.25' (US dollars per 1M tokens) -> 1_250_000_000 nanocredits per 1M tokens ($1 = 1 credit)."""
-    value = parse_decimal(text, max_decimals=USD_DECIMALS)
-    if value < 0:
+    """'1.25' (US dollars per 1M tokens) -> 1_250_000_000 nanocredits per 1M tokens ($1 = 1 credit).
+
+    Raises AmountError for anything but a plain decimal that fits, ValueError when negative.
+    """
+    nanos = decimal_to_nanos(text)
+    if nanos < 0:
         raise ValueError(f"price {text!r} is negative")
-    return int(value * NANOS_PER_CREDIT)
+    return nanos
 
 
 def sell_price(list_price_nanos_per_mtok: int, margin_bps: int) -> int:

@@ -1,0 +1,110 @@
+"""Anthropic Messages, passed through as sent (the native `/anthropic` route).
+
+Added on the way up: `max_tokens` when the client set none, and `metadata.user_id` (the opaque
+per-account id). Usage comes from `message_start`, then from `message_delta`, whose counts are
+cumulative and replace the earlier ones.
+"""
+
+from __future__ import annotations
+
+import json
+
+from app.proxy.errors import ProxyError
+from app.proxy.metering import (
+    PricedModel,
+    Usage,
+    merge_anthropic_usage,
+    usage_from_anthropic,
+)
+from app.proxy.sse import Event
+
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def validate_messages(body: dict) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ProxyError("invalid_request", "messages: must be a non-empty array.")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise ProxyError("invalid_request", "stream: must be a boolean.")
+    output_limit(body)
+
+
+def output_limit(body: dict) -> int | None:
+    value = body.get("max_tokens")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ProxyError("invalid_request", "max_tokens: must be a positive integer.")
+    return value
+
+
+def upstream_body(body: dict, model: PricedModel, *, limit: int | None, opaque_user: str) -> dict:
+    upstream = dict(body)
+    upstream["model"] = model.model_id
+    if limit is not None:
+        upstream["max_tokens"] = limit
+    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    upstream["metadata"] = {**metadata, "user_id": opaque_user}
+    return upstream
+
+
+def forwarded_headers(headers) -> dict:
+    return {name: headers[name] for name in FORWARDED_HEADERS if headers.get(name)}
+
+
+class MessagesRelay:
+    def __init__(self, model: PricedModel):
+        self.model = model
+        self.report: dict = {}
+        self.usage: Usage | None = None
+        self.usage_complete = False
+        self.finished = False
+        self.failed = False
+        self.delivered_bytes = 0
+
+    def _take(self, report: dict, *, final: bool) -> None:
+        self.report = merge_anthropic_usage(self.report, report)
+        self.usage = usage_from_anthropic(self.report)
+        self.usage_complete = self.usage_complete or final
+
+    def response_body(self, upstream: dict) -> dict:
+        if isinstance(upstream.get("usage"), dict):
+            self._take(upstream["usage"], final=True)
+        for block in upstream.get("content") or []:
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                self.delivered_bytes += len(block["text"].encode())
+        self.finished = True
+        return upstream
+
+    def on_event(self, event: Event) -> list[bytes]:
+        try:
+            payload = event.json()
+        except ValueError:
+            return []
+        if not isinstance(payload, dict):
+            return []
+        kind = payload.get("type") or event.event
+        if kind == "message_start":
+            usage = (payload.get("message") or {}).get("usage")
+            if isinstance(usage, dict):
+                self._take(usage, final=False)
+        elif kind == "message_delta":
+            if isinstance(payload.get("usage"), dict):
+                self._take(payload["usage"], final=True)
+        elif kind == "message_stop":
+            self.finished = True
+        elif kind == "error":
+            self.failed = True
+        elif kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            for name in ("text", "partial_json", "thinking"):
+                if isinstance(delta.get(name), str):
+                    self.delivered_bytes += len(delta[name].encode())
+        data = json.dumps(payload, separators=(",", ":"))
+        return [f"event: {kind}\ndata: {data}\n\n".encode()]
+
+    def on_end(self) -> list[bytes]:
+        return []

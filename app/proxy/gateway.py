@@ -1,0 +1,669 @@
+"""The request pipeline every proxy route shares.
+
+authenticate -> resolve the model -> rate limits -> hold (one commit, then the database connection is
+given back) -> call upstream -> relay -> settle exactly once (a second commit), on every path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+import requests
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy import select, update
+
+from app.extensions import db, get_redis
+from app.models import Account, ApiKey, CatalogModel, UsageRecord
+from app.models.types import utcnow
+from app.proxy import limits
+from app.proxy.errors import ProxyError, error_response, stream_error_event
+from app.proxy.metering import (
+    IMAGE_TOKEN_ALLOWANCE,
+    MESSAGE_TOKEN_ALLOWANCE,
+    REQUEST_TOKEN_ALLOWANCE,
+    PricedModel,
+    Usage,
+    affordable_output_tokens,
+    cost_bound,
+    cost_of,
+    estimate_output_tokens,
+)
+from app.proxy.sse import KEEPALIVE_FRAME, Event, SSEParser
+from app.proxy.upstream import UpstreamCall, error_from_response, send
+from app.services import ledger
+from app.services.catalog import price_table
+from app.services.keys import KEY_PREFIX, hash_key
+from app.services.money import nanos_to_credits
+
+log = logging.getLogger("onekey.proxy")
+
+MODEL_PREFIXES = {
+    "openai/": "openai",
+    "anthropic/": "anthropic",
+    "google/": "google",
+    "x-ai/": "xai",
+}
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+# Set by the server when it is asked to stop: open streams end, bill what was proven, settle.
+shutting_down = threading.Event()
+
+
+@dataclass
+class Caller:
+    key_id: int
+    account_id: int
+    allowed_models: list[str] | None
+    rate_limit_rpm: int | None
+    opaque_user: str
+
+
+@dataclass
+class Estimate:
+    """What the hold is computed from (DESIGN.md, "Holds")."""
+
+    input_tokens: int
+    requested_output: int | None  # the client's own limit, if it set one
+    choices: int = 1
+
+
+@dataclass
+class Exchange:
+    """One proxied request, from the hold to its settlement."""
+
+    dialect: str
+    route: str
+    caller: Caller
+    model: PricedModel
+    request_id: str
+    hold_id: int
+    input_estimate: int
+    output_limit: int
+    gateway_set_limit: bool
+    stream: bool
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    settled: bool = False
+
+
+class Relay(Protocol):
+    """Turns the upstream answer into the client's, and keeps the usage it proves."""
+
+    usage: Usage | None
+    usage_complete: bool  # the provider's final counts were seen
+    finished: bool  # the stream's terminal event was seen
+    failed: bool  # the provider's own in-stream error was passed on
+    delivered_bytes: int
+
+    def response_body(self, upstream: dict) -> dict: ...
+
+    def on_event(self, event: Event) -> list[bytes]: ...
+
+    def on_end(self) -> list[bytes]: ...
+
+
+# --- authentication -------------------------------------------------------------------------
+
+
+def presented_key() -> str | None:
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    for header in ("x-api-key", "x-goog-api-key"):
+        if request.headers.get(header):
+            return request.headers[header].strip()
+    return request.args.get("key")
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def opaque_user_id(account_id: int) -> str:
+    """A stable id per account that tells the provider nothing about who the customer is."""
+    secret = current_app.config["KEY_HASH_SECRET"].encode()
+    digest = hmac.new(secret, f"account:{account_id}".encode(), hashlib.sha256).hexdigest()
+    return f"onekey-{digest[:32]}"
+
+
+def authenticate() -> Caller:
+    """The calling key and its account, read fresh from the database on every request.
+
+    Raises ProxyError 401 (missing, unknown, revoked, expired), 403 (account not active) or 429
+    (an address that keeps presenting invalid keys).
+    """
+    redis = get_redis()
+    address = client_address()
+    wait = limits.invalid_key_wait(redis, address)
+    if wait:
+        raise ProxyError(
+            "rate_limited",
+            "Too many requests with invalid API keys from this address.",
+            headers={"Retry-After": str(wait)},
+        )
+    plaintext = presented_key()
+    if not plaintext:
+        raise ProxyError(
+            "invalid_api_key",
+            "Missing API key: send it as 'Authorization: Bearer ok-...'.",
+        )
+    row = None
+    if plaintext.startswith(KEY_PREFIX) and len(plaintext) == len(KEY_PREFIX) + 43:
+        row = db.session.execute(
+            select(ApiKey, Account.status)
+            .join(Account, Account.id == ApiKey.account_id)
+            .where(ApiKey.key_hash == hash_key(plaintext))
+        ).first()
+    now = utcnow()
+    if (
+        row is None
+        or row[0].revoked_at is not None
+        or (row[0].expires_at is not None and row[0].expires_at <= now)
+    ):
+        limits.record_invalid_key(redis, address)
+        reason = "Invalid API key." if row is None else "This API key is revoked or expired."
+        raise ProxyError("invalid_api_key", reason)
+    key, account_status = row
+    if account_status != "active":
+        raise ProxyError("account_suspended", f"This account is {account_status}.")
+    return Caller(
+        key_id=key.id,
+        account_id=key.account_id,
+        allowed_models=key.allowed_models,
+        rate_limit_rpm=key.rate_limit_rpm,
+        opaque_user=opaque_user_id(key.account_id),
+    )
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def split_model_name(name: str) -> tuple[str | None, str]:
+    for prefix, provider in MODEL_PREFIXES.items():
+        if name.startswith(prefix):
+            return provider, name[len(prefix) :]
+    return None, name
+
+
+def resolve_model(name: object) -> PricedModel:
+    """The enabled catalogue model a request names; raises ProxyError 400/404."""
+    if not isinstance(name, str) or not name:
+        raise ProxyError("invalid_request", "'model' must be a non-empty string.", param="model")
+    provider, model_id = split_model_name(name)
+    model = db.session.scalar(select(CatalogModel).where(CatalogModel.model_id == model_id))
+    if model is None or not model.enabled or (provider and provider != model.provider):
+        raise ProxyError("model_not_found", f"The model '{name}' does not exist or is not enabled.")
+    return PricedModel(
+        provider=model.provider,
+        model_id=model.model_id,
+        name=model.name,
+        context_length=model.context_length,
+        max_output_tokens=model.max_output_tokens,
+        tiers=price_table(model),
+    )
+
+
+# --- estimates -------------------------------------------------------------------------------
+
+
+IMAGE_PART_TYPES = ("image", "image_url", "input_image")
+IMAGE_PAYLOAD_KEYS = ("inlineData", "inline_data", "source", "image_url")
+
+
+def estimate_input_tokens(body: dict, messages: int) -> int:
+    """A bound on the prompt's tokens: UTF-8 bytes of every string in the body (no token is
+    shorter than a byte), a fixed allowance per image instead of its encoded bytes, and framing
+    allowances per message and per request."""
+    text_bytes = images = 0
+    stack: list[object] = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if item.startswith("data:image/"):
+                images += 1
+            else:
+                text_bytes += len(item.encode())
+        elif isinstance(item, dict):
+            if (
+                item.get("type") in IMAGE_PART_TYPES
+                or "inlineData" in item
+                or "inline_data" in item
+            ):
+                images += 1
+                item = {k: v for k, v in item.items() if k not in IMAGE_PAYLOAD_KEYS}
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return (
+        text_bytes
+        + images * IMAGE_TOKEN_ALLOWANCE
+        + messages * MESSAGE_TOKEN_ALLOWANCE
+        + REQUEST_TOKEN_ALLOWANCE
+    )
+
+
+# --- holds -----------------------------------------------------------------------------------
+
+
+def _refusal_402(
+    condition: str, message: str, balance: int, held: int, required: int, max_out: int
+):
+    return ProxyError(
+        condition,
+        message,
+        metadata={
+            "balance": nanos_to_credits(balance),
+            "held": nanos_to_credits(held),
+            "required": nanos_to_credits(required),
+            "max_affordable_output_tokens": max_out,
+        },
+    )
+
+
+def open_exchange(
+    *,
+    dialect: str,
+    route: str,
+    model: PricedModel,
+    caller: Caller,
+    estimate: Estimate,
+    stream: bool,
+) -> Exchange:
+    """Check limits and reserve credit for one request; commits, then gives the connection back.
+
+    Raises ProxyError 402/403/429. The output limit is the client's, or (when it set none) the
+    model's maximum capped at what the account can afford.
+    """
+    config = current_app.config
+    if caller.allowed_models is not None and model.model_id not in caller.allowed_models:
+        raise ProxyError("model_not_allowed", f"This API key may not use '{model.model_id}'.")
+    db.session.close()  # the model lookup's transaction ends before the Redis calls
+    redis = get_redis()
+    wait = limits.take_request_slot(
+        redis, caller.key_id, caller.rate_limit_rpm or config["RATE_LIMIT_RPM"]
+    )
+    if wait:
+        raise ProxyError(
+            "rate_limited",
+            "Too many requests for this API key; slow down.",
+            headers={"Retry-After": str(wait)},
+        )
+    request_id = g.request_id
+    if not limits.enter_inflight(
+        redis, caller.account_id, request_id, config["MAX_CONCURRENT_PER_ACCOUNT"]
+    ):
+        raise ProxyError(
+            "rate_limited",
+            "Too many requests in flight for this account.",
+            headers={"Retry-After": "1"},
+        )
+    try:
+        return _reserve(dialect, route, model, caller, estimate, stream, request_id)
+    except BaseException:
+        limits.leave_inflight(redis, caller.account_id, request_id)
+        db.session.rollback()
+        raise
+    finally:
+        db.session.close()
+
+
+def _reserve(dialect, route, model, caller, estimate, stream, request_id) -> Exchange:
+    account = db.session.get(Account, caller.account_id)
+    key = db.session.get(ApiKey, caller.key_id)
+    available = account.balance_nanocredits - account.held_nanocredits
+    key_remaining = None
+    if key.limit_nanocredits is not None:
+        key_remaining = key.limit_nanocredits - key.usage_nanocredits - key.held_nanocredits
+    spendable = available if key_remaining is None else min(available, key_remaining)
+    condition = (
+        "key_limit_reached"
+        if key_remaining is not None and key_remaining < available
+        else "insufficient_credits"
+    )
+    input_cost = cost_bound(estimate.input_tokens, model.input_price_bound(estimate.input_tokens))
+    output_price = model.output_price(estimate.input_tokens)
+    max_out = affordable_output_tokens(spendable - input_cost, output_price, estimate.choices)
+    gateway_set_limit = estimate.requested_output is None
+    if gateway_set_limit:
+        output_limit = min(model.max_output_tokens, max_out)
+    else:
+        output_limit = estimate.requested_output
+    required = input_cost + cost_bound(output_limit * estimate.choices, output_price)
+    if output_limit < 1 or required > spendable:
+        wanted = max(output_limit, 1)
+        raise _refusal_402(
+            condition,
+            "This request needs more credit than is available"
+            + (" under this key's limit." if condition == "key_limit_reached" else ".")
+            + (f" At most {max_out} output tokens are affordable." if max_out else ""),
+            account.balance_nanocredits,
+            account.held_nanocredits,
+            input_cost + cost_bound(wanted * estimate.choices, output_price),
+            max_out,
+        )
+    config = current_app.config
+    try:
+        hold = ledger.place_hold(
+            account_id=caller.account_id,
+            api_key_id=caller.key_id,
+            amount_nanocredits=max(required, 1),
+            expires_at=utcnow() + timedelta(seconds=config["UPSTREAM_READ_TIMEOUT"] * 2 + 3600),
+            request_id=request_id,
+        )
+    except ledger.AccountNotActive as exc:
+        raise ProxyError("account_suspended", f"This account is {exc.status}.") from None
+    except ledger.KeyNotUsable as exc:
+        if exc.reason == "limit_reached":
+            raise _refusal_402(
+                "key_limit_reached",
+                "This API key has reached its credit limit.",
+                account.balance_nanocredits,
+                account.held_nanocredits,
+                required,
+                max_out,
+            ) from None
+        raise ProxyError("invalid_api_key", "This API key is revoked or expired.") from None
+    except ledger.InsufficientCredit as exc:
+        raise _refusal_402(
+            "insufficient_credits",
+            "This request needs more credit than is available.",
+            exc.balance,
+            exc.held,
+            required,
+            max_out,
+        ) from None
+    now = utcnow()
+    db.session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == caller.key_id,
+            (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION),
+        )
+        .values(last_used_at=now)
+    )
+    db.session.commit()
+    return Exchange(
+        dialect=dialect,
+        route=route,
+        caller=caller,
+        model=model,
+        request_id=request_id,
+        hold_id=hold.id,
+        input_estimate=estimate.input_tokens,
+        output_limit=output_limit,
+        gateway_set_limit=gateway_set_limit,
+        stream=stream,
+    )
+
+
+# --- settlement ------------------------------------------------------------------------------
+
+
+def settle(app: Flask, exchange: Exchange, relay: Relay | None, status: str) -> int:
+    """Record usage and debit the actual cost, exactly once; returns the cost in nanocredits.
+
+    `status` is the outcome when the relay proved no usage; a relay with usage decides between
+    ok, partial and estimated itself.
+    """
+    if exchange.settled:
+        return 0
+    exchange.settled = True
+    usage = relay.usage if relay is not None else None
+    if status != "upstream_error":
+        if usage is not None:
+            status = "ok" if relay.usage_complete else "partial"
+        elif relay is not None and relay.delivered_bytes:
+            status = "estimated"
+            usage = Usage(
+                input=exchange.input_estimate,
+                output=estimate_output_tokens(relay.delivered_bytes),
+                prompt_tokens=exchange.input_estimate,
+            )
+    usage = usage or Usage()
+    cost, prices = cost_of(exchange.model, usage)
+    elapsed = time.monotonic() - exchange.started
+    ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
+    with app.app_context():
+        try:
+            record = UsageRecord(
+                account_id=exchange.caller.account_id,
+                api_key_id=exchange.caller.key_id,
+                hold_id=exchange.hold_id,
+                request_id=exchange.request_id,
+                provider=exchange.model.provider,
+                model_id=exchange.model.model_id,
+                route=exchange.route,
+                status=status,
+                streamed=exchange.stream,
+                input_tokens=usage.input,
+                cache_read_tokens=usage.cache_read,
+                cache_write_5m_tokens=usage.cache_write_5m,
+                cache_write_1h_tokens=usage.cache_write_1h,
+                output_tokens=usage.output,
+                reasoning_tokens=usage.reasoning,
+                cost_nanocredits=cost,
+                prices_applied=prices,
+                latency_ms=int(elapsed * 1000),
+                time_to_first_token_ms=int(ttft * 1000) if ttft is not None else None,
+            )
+            db.session.add(record)
+            db.session.flush()
+            ledger.settle_hold(exchange.hold_id, cost, reference_id=f"usage:{record.id}")
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            log.exception(
+                "settlement of hold %s failed; the expiry job will release it", exchange.hold_id
+            )
+            raise
+        finally:
+            db.session.remove()
+            limits.leave_inflight(
+                app.extensions["onekey_redis"], exchange.caller.account_id, exchange.request_id
+            )
+    return cost
+
+
+# --- relaying --------------------------------------------------------------------------------
+
+
+def call_upstream(exchange: Exchange, call: UpstreamCall) -> requests.Response:
+    """Send the call; on failure settle (no charge) and raise the mapped ProxyError."""
+    app = current_app._get_current_object()
+    try:
+        response = send(call)
+    except ProxyError:
+        settle(app, exchange, None, "upstream_error")
+        raise
+    if response.status_code >= 400:
+        error = error_from_response(call.provider, response)
+        response.close()
+        settle(app, exchange, None, "upstream_error")
+        raise error
+    return response
+
+
+def finish_json(exchange: Exchange, response: requests.Response, relay: Relay) -> dict:
+    """A non-streaming answer: translate it, settle, return the client's body."""
+    app = current_app._get_current_object()
+    try:
+        upstream = response.json()
+        if not isinstance(upstream, dict | list):
+            raise ValueError("not an object")
+        body = relay.response_body(upstream)
+    except (ValueError, KeyError, TypeError, requests.RequestException):
+        settle(app, exchange, relay, "upstream_error")
+        raise ProxyError("upstream_error", "The provider sent a malformed answer.") from None
+    exchange.first_token_at = time.monotonic()
+    settle(app, exchange, relay, "ok")
+    return body
+
+
+def _read_upstream(response: requests.Response, events: queue.Queue) -> None:
+    """Reader thread: parse upstream SSE into events; end with None or an exception."""
+    parser = SSEParser()
+    try:
+        for chunk in response.iter_content(chunk_size=None):
+            for event in parser.feed(chunk):
+                events.put(event)
+        for event in parser.flush():
+            events.put(event)
+        events.put(None)
+    except Exception as exc:  # the relay decides what a broken upstream means
+        events.put(exc)
+
+
+def stream_response(
+    exchange: Exchange,
+    response: requests.Response,
+    relay: Relay,
+    *,
+    drain_on_disconnect: bool,
+    keepalives: bool,
+    headers: dict,
+) -> Response:
+    """Relay an upstream stream to the client without buffering, and settle when it ends.
+
+    Upstream failures after the start become an in-stream error in the client's dialect. When
+    the client goes away, OpenAI, Anthropic and xAI stop generating once the connection is
+    closed, so it is closed; Google keeps billing, so a Gemini stream is drained to its final
+    counts first.
+    """
+    app = current_app._get_current_object()
+    events: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_read_upstream, args=(response, events), daemon=True)
+    reader.start()
+    read_timeout = app.config["UPSTREAM_READ_TIMEOUT"]
+    tick = min(app.config["SSE_KEEPALIVE_SECONDS"], read_timeout)
+
+    def generate() -> Iterator[bytes]:
+        outcome = "ok"
+        completed = False
+        idle = 0.0
+        try:
+            while True:
+                if shutting_down.is_set():
+                    raise ProxyError(
+                        "upstream_error", "The gateway is restarting; retry the request."
+                    )
+                try:
+                    item = events.get(timeout=tick)
+                except queue.Empty:
+                    idle += tick
+                    if idle >= read_timeout:
+                        raise ProxyError(
+                            "upstream_timeout", "The provider stopped answering."
+                        ) from None
+                    if keepalives:
+                        yield KEEPALIVE_FRAME
+                    continue
+                idle = 0.0
+                if item is None:
+                    completed = True
+                    if not relay.finished and not relay.failed:
+                        raise ProxyError("upstream_error", "The provider's stream ended early.")
+                    break
+                if isinstance(item, Exception):
+                    raise ProxyError("upstream_error", "The provider's stream broke off.")
+                frames = relay.on_event(item)
+                if frames:
+                    if exchange.first_token_at is None:
+                        exchange.first_token_at = time.monotonic()
+                    yield b"".join(frames)
+            tail = relay.on_end()
+            if tail:
+                yield b"".join(tail)
+        except ProxyError as error:
+            outcome = "partial"
+            yield stream_error_event(error, exchange.dialect)
+        except GeneratorExit:
+            outcome = "client_disconnect"
+            raise
+        finally:
+            try:
+                if not completed and drain_on_disconnect and outcome == "client_disconnect":
+                    _drain(events, relay, read_timeout)
+                hang_up(response, reader)
+            finally:
+                settle(app, exchange, relay, "ok")
+
+    return Response(generate(), status=200, headers=headers, mimetype="text/event-stream")
+
+
+def _upstream_socket(response: requests.Response) -> socket.socket | None:
+    """The socket under a streamed response: the connection's, or (once http.client has handed
+    it to the response because the server will close it) the one inside the response's file."""
+    connection = getattr(response.raw, "_connection", None)
+    if getattr(connection, "sock", None) is not None:
+        return connection.sock
+    http_response = getattr(response.raw, "_fp", None)
+    socket_io = getattr(getattr(http_response, "fp", None), "raw", None)
+    return getattr(socket_io, "_sock", None)
+
+
+def hang_up(response: requests.Response, reader: threading.Thread) -> None:
+    """Close the upstream connection, even while the reader is blocked reading it.
+
+    Closing the buffered reader under a blocked read is refused ("reentrant call"), so the socket
+    is shut down first: the read returns at once and the reader ends.
+    """
+    sock = _upstream_socket(response)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed by the other side
+            sock.shutdown(socket.SHUT_RDWR)
+    reader.join(timeout=5)
+    try:
+        response.close()
+    except (OSError, RuntimeError):
+        log.warning("upstream connection did not close cleanly", exc_info=True)
+
+
+def _drain(events: queue.Queue, relay: Relay, read_timeout: float) -> None:
+    """Read a stream the client left to its end, keeping only the usage it reports."""
+    while True:
+        try:
+            item = events.get(timeout=read_timeout)
+        except queue.Empty:
+            return
+        if item is None or isinstance(item, Exception):
+            return
+        relay.on_event(item)
+
+
+def stream_headers(exchange: Exchange) -> dict:
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    headers.update(limit_headers(exchange))
+    return headers
+
+
+def limit_headers(exchange: Exchange) -> dict:
+    if exchange.gateway_set_limit:
+        return {"x-onekey-max-tokens": str(exchange.output_limit)}
+    return {}
+
+
+def proxy_errors(dialect: str) -> Callable:
+    """Decorator: a ProxyError raised by the view becomes the dialect's error response."""
+
+    def wrap(view):
+        def wrapped(*args, **kwargs):
+            try:
+                return view(*args, **kwargs)
+            except ProxyError as error:
+                return error_response(error, dialect, g.request_id)
+
+        wrapped.__name__ = view.__name__
+        wrapped.__doc__ = view.__doc__
+        return wrapped
+
+    return wrap

@@ -1,0 +1,115 @@
+"""Google Gemini generateContent, passed through as sent (the native `/gemini` route).
+
+Added on the way up: `generationConfig.maxOutputTokens` when the client set none. Stream chunks
+carry cumulative counts (some none); the gateway meters from the last chunk that has them.
+"""
+
+from __future__ import annotations
+
+import json
+
+from app.proxy.errors import ProxyError
+from app.proxy.metering import PricedModel, Usage, usage_from_gemini
+from app.proxy.sse import Event
+
+VERSIONS = ("v1", "v1beta")
+
+
+def validate(body: dict) -> None:
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise ProxyError("invalid_request", "contents must be a non-empty array.")
+    config = body.get("generationConfig", {})
+    if not isinstance(config, dict):
+        raise ProxyError("invalid_request", "generationConfig must be an object.")
+    output_limit(body)
+    candidate_count(body)
+
+
+def _config_int(body: dict, name: str, maximum: int | None = None) -> int | None:
+    value = (body.get("generationConfig") or {}).get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ProxyError("invalid_request", f"generationConfig.{name} must be a positive integer.")
+    if maximum is not None and value > maximum:
+        raise ProxyError("invalid_request", f"generationConfig.{name} must be at most {maximum}.")
+    return value
+
+
+def output_limit(body: dict) -> int | None:
+    return _config_int(body, "maxOutputTokens")
+
+
+def candidate_count(body: dict) -> int:
+    return _config_int(body, "candidateCount", maximum=8) or 1
+
+
+def upstream_body(body: dict, *, limit: int | None) -> dict:
+    upstream = dict(body)
+    if limit is not None:
+        upstream["generationConfig"] = {
+            **(body.get("generationConfig") or {}),
+            "maxOutputTokens": limit,
+        }
+    return upstream
+
+
+class GenerateRelay:
+    """Relays SSE chunks as SSE, or (when the client asked without alt=sse) as a JSON array."""
+
+    def __init__(self, model: PricedModel, *, as_sse: bool = True):
+        self.model = model
+        self.as_sse = as_sse
+        self.usage: Usage | None = None
+        self.usage_complete = False
+        self.finished = False
+        self.failed = False
+        self.delivered_bytes = 0
+        self._sent_any = False
+
+    def _take(self, chunk: dict) -> None:
+        report = chunk.get("usageMetadata")
+        if isinstance(report, dict) and report:
+            self.usage = usage_from_gemini(report)
+        candidates = chunk.get("candidates") or []
+        for candidate in candidates:
+            if not isinstance(candidate, dict):
+                continue
+            for part in (candidate.get("content") or {}).get("parts") or []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    self.delivered_bytes += len(part["text"].encode())
+            if candidate.get("finishReason"):
+                self.finished = True
+        if self.finished and self.usage is not None:
+            self.usage_complete = True
+
+    def response_body(self, upstream: dict) -> dict:
+        self._take(upstream)
+        self.finished = True
+        self.usage_complete = self.usage is not None
+        return upstream
+
+    def on_event(self, event: Event) -> list[bytes]:
+        try:
+            chunk = event.json()
+        except ValueError:
+            return []
+        if not isinstance(chunk, dict):
+            return []
+        if "error" in chunk:
+            self.finished = False
+            self.failed = True
+        else:
+            self._take(chunk)
+        data = json.dumps(chunk, separators=(",", ":"))
+        if self.as_sse:
+            return [f"data: {data}\r\n\r\n".encode()]
+        prefix = b"," if self._sent_any else b"["
+        self._sent_any = True
+        return [prefix + data.encode()]
+
+    def on_end(self) -> list[bytes]:
+        if self.as_sse:
+            return []
+        return [b"]" if self._sent_any else b"[]"]

@@ -1,0 +1,174 @@
+"""Metering: each provider's usage report normalised into billed token classes, and the cost.
+
+Provider usage is the truth (DESIGN.md, "Money"). The semantics differ by provider:
+- OpenAI: cached tokens are inside prompt_tokens; reasoning tokens are inside completion_tokens.
+- xAI: reasoning tokens are reported beside completion_tokens, not inside; both bill as output.
+- Anthropic: input_tokens excludes cache reads and writes, reported separately; output includes
+  thinking. In streams, message_delta usage is cumulative and replaces message_start's.
+- Gemini: promptTokenCount includes cached tokens; thoughtsTokenCount is beside
+  candidatesTokenCount (bills as output); toolUsePromptTokenCount bills as input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from app.services.pricing import request_cost, tier_for_prompt
+
+BILLED_CLASSES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+# A conservative bound on the tokens one image costs (OpenAI high detail, Anthropic ~1.15 MP and
+# Gemini all stay below it).
+IMAGE_TOKEN_ALLOWANCE = 3_000
+# Role markers and message framing the providers add around each message.
+MESSAGE_TOKEN_ALLOWANCE = 16
+REQUEST_TOKEN_ALLOWANCE = 64
+OUTPUT_BYTES_PER_TOKEN = 4
+
+
+@dataclass
+class Usage:
+    """Token counts by billed class; `prompt_tokens` (all prompt-side tokens) picks the tier."""
+
+    input: int = 0
+    cache_read: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    output: int = 0
+    reasoning: int = 0  # informational: already inside `output`
+    prompt_tokens: int = 0
+
+    def billed(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in BILLED_CLASSES}
+
+
+@dataclass(frozen=True)
+class PricedModel:
+    """A catalogue model with its sell prices, detached from the database session."""
+
+    provider: str
+    model_id: str
+    name: str
+    context_length: int
+    max_output_tokens: int
+    tiers: dict[int, dict[str, int]] = field(hash=False)
+
+    def prices_for(self, prompt_tokens: int) -> tuple[int, dict[str, int]]:
+        threshold = tier_for_prompt(list(self.tiers), prompt_tokens)
+        return threshold, self.tiers[threshold]
+
+    def input_price_bound(self, prompt_tokens: int) -> int:
+        """The highest price any prompt-side token could bill at, for holds."""
+        _, prices = self.prices_for(prompt_tokens)
+        return max(prices.get(c, 0) for c in ("input", "cache_write_5m", "cache_write_1h"))
+
+    def output_price(self, prompt_tokens: int) -> int:
+        return self.prices_for(prompt_tokens)[1]["output"]
+
+
+def cost_of(model: PricedModel, usage: Usage) -> tuple[int, dict[str, int]]:
+    """The cost in nanocredits and the prices applied (the tier the prompt reached).
+
+    A class the model has no price for (a provider reporting a cache write on a model whose
+    catalogue entry bills none) is charged at the model's input price.
+    """
+    threshold, prices = model.prices_for(usage.prompt_tokens)
+    applied = dict(prices)
+    for token_class in BILLED_CLASSES:
+        applied.setdefault(token_class, prices["input"])
+    cost = request_cost(applied, usage.billed())
+    return cost, {"tier": threshold, **applied}
+
+
+def cost_bound(tokens: int, price_per_mtok: int) -> int:
+    """tokens × price / 10^6, rounded up: a hold must never be short."""
+    return math.ceil(tokens * price_per_mtok / 1_000_000) if tokens else 0
+
+
+def affordable_output_tokens(available: int, per_choice_price: int, choices: int) -> int:
+    if per_choice_price <= 0:
+        return 2**31
+    return max(0, (available * 1_000_000) // (per_choice_price * choices))
+
+
+def estimate_output_tokens(delivered_bytes: int) -> int:
+    return math.ceil(delivered_bytes / OUTPUT_BYTES_PER_TOKEN)
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def usage_from_openai(report: dict, *, reasoning_outside_completion: bool = False) -> Usage:
+    """Chat Completions usage. xAI reports reasoning beside completion_tokens."""
+    prompt = _int(report.get("prompt_tokens"))
+    completion = _int(report.get("completion_tokens"))
+    cached = _int((report.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    reasoning = _int((report.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+    output = completion + reasoning if reasoning_outside_completion else completion
+    cached = min(cached, prompt)
+    return Usage(
+        input=prompt - cached,
+        cache_read=cached,
+        output=output,
+        reasoning=reasoning,
+        prompt_tokens=prompt,
+    )
+
+
+def usage_from_responses(report: dict) -> Usage:
+    """Responses API usage: cached inside input_tokens, reasoning inside output_tokens."""
+    prompt = _int(report.get("input_tokens"))
+    cached = min(_int((report.get("input_tokens_details") or {}).get("cached_tokens")), prompt)
+    reasoning = _int((report.get("output_tokens_details") or {}).get("reasoning_tokens"))
+    return Usage(
+        input=prompt - cached,
+        cache_read=cached,
+        output=_int(report.get("output_tokens")),
+        reasoning=reasoning,
+        prompt_tokens=prompt,
+    )
+
+
+def usage_from_anthropic(report: dict) -> Usage:
+    input_tokens = _int(report.get("input_tokens"))
+    cache_read = _int(report.get("cache_read_input_tokens"))
+    cache_write = _int(report.get("cache_creation_input_tokens"))
+    breakdown = report.get("cache_creation")
+    breakdown = breakdown if isinstance(breakdown, dict) else {}
+    write_1h = _int(breakdown.get("ephemeral_1h_input_tokens"))
+    write_5m = _int(breakdown.get("ephemeral_5m_input_tokens"))
+    if write_1h + write_5m != cache_write:
+        # Without a consistent breakdown, bill the unexplained writes at the 5-minute rate.
+        write_5m = max(cache_write - write_1h, 0)
+    return Usage(
+        input=input_tokens,
+        cache_read=cache_read,
+        cache_write_5m=write_5m,
+        cache_write_1h=write_1h,
+        output=_int(report.get("output_tokens")),
+        prompt_tokens=input_tokens + cache_read + write_5m + write_1h,
+    )
+
+
+def merge_anthropic_usage(current: dict, update: dict) -> dict:
+    """message_delta usage is cumulative: its fields replace message_start's."""
+    merged = dict(current)
+    for name, value in update.items():
+        if value is not None:
+            merged[name] = value
+    return merged
+
+
+def usage_from_gemini(report: dict) -> Usage:
+    prompt = _int(report.get("promptTokenCount"))
+    cached = min(_int(report.get("cachedContentTokenCount")), prompt)
+    tool_prompt = _int(report.get("toolUsePromptTokenCount"))
+    thoughts = _int(report.get("thoughtsTokenCount"))
+    return Usage(
+        input=prompt - cached + tool_prompt,
+        cache_read=cached,
+        output=_int(report.get("candidatesTokenCount")) + thoughts,
+        reasoning=thoughts,
+        prompt_tokens=prompt,
+    )

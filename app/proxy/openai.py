@@ -1,0 +1,241 @@
+"""OpenAI and xAI: Chat Completions and the Responses API, passed through as sent.
+
+Only three things change on the way up: streams always ask for usage, an output limit is set when
+the client set none, and the provider gets the opaque per-account id instead of anything of the
+customer's. On the way down, the usage chunk the client did not ask for is removed, and usage
+carries `cost` in credits.
+"""
+
+from __future__ import annotations
+
+import json
+
+from app.proxy.errors import ProxyError
+from app.proxy.metering import PricedModel, Usage, cost_of, usage_from_openai, usage_from_responses
+from app.proxy.sse import Event, frame
+
+CHAT_PATH = "/chat/completions"
+RESPONSES_PATH = "/responses"
+RESPONSES_TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def cost_in_credits(model: PricedModel, usage: Usage) -> float:
+    """`usage.cost` as OpenRouter sends it: a JSON number of credits."""
+    cost, _ = cost_of(model, usage)
+    return round(cost / 1_000_000_000, 9)
+
+
+def _positive_int(body: dict, name: str, *, maximum: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ProxyError("invalid_request", f"'{name}' must be a positive integer.", param=name)
+    if maximum is not None and value > maximum:
+        raise ProxyError("invalid_request", f"'{name}' must be at most {maximum}.", param=name)
+    return value
+
+
+def chat_output_limit(body: dict) -> int | None:
+    return _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+
+
+def chat_choices(body: dict) -> int:
+    return _positive_int(body, "n", maximum=128) or 1
+
+
+def validate_chat(body: dict) -> None:
+    """The checks the gateway needs to meter safely; the provider validates the rest."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ProxyError(
+            "invalid_request", "'messages' must be a non-empty array.", param="messages"
+        )
+    if not all(isinstance(m, dict) for m in messages):
+        raise ProxyError("invalid_request", "Each message must be an object.", param="messages")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise ProxyError("invalid_request", "'stream' must be a boolean.", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise ProxyError(
+            "invalid_request", "'stream_options' must be an object.", param="stream_options"
+        )
+    chat_output_limit(body)
+    chat_choices(body)
+
+
+def wants_usage(body: dict) -> bool:
+    return bool((body.get("stream_options") or {}).get("include_usage"))
+
+
+def _identify(upstream: dict, provider: str, opaque_user: str) -> None:
+    upstream["user"] = opaque_user
+    if provider == "openai":
+        upstream["safety_identifier"] = opaque_user
+
+
+def chat_upstream_body(
+    body: dict, model: PricedModel, *, output_limit: int | None, opaque_user: str
+) -> dict:
+    upstream = dict(body)
+    upstream["model"] = model.model_id
+    if upstream.get("stream"):
+        upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    if output_limit is not None:
+        upstream["max_completion_tokens"] = output_limit
+    _identify(upstream, model.provider, opaque_user)
+    return upstream
+
+
+class ChatRelay:
+    """Chat Completions from OpenAI or xAI, relayed to an OpenAI-dialect client."""
+
+    def __init__(self, model: PricedModel, *, client_wants_usage: bool):
+        self.model = model
+        self.client_wants_usage = client_wants_usage
+        self.reasoning_outside = model.provider == "xai"
+        self.usage: Usage | None = None
+        self.usage_complete = False
+        self.finished = False
+        self.failed = False
+        self.delivered_bytes = 0
+
+    def _usage(self, report: dict) -> Usage:
+        return usage_from_openai(report, reasoning_outside_completion=self.reasoning_outside)
+
+    def response_body(self, upstream: dict) -> dict:
+        report = upstream.get("usage")
+        if isinstance(report, dict):
+            self.usage = self._usage(report)
+            self.usage_complete = True
+            report["cost"] = cost_in_credits(self.model, self.usage)
+        for choice in upstream.get("choices") or []:
+            content = (choice.get("message") or {}).get("content")
+            if isinstance(content, str):
+                self.delivered_bytes += len(content.encode())
+        self.finished = True
+        return upstream
+
+    def on_event(self, event: Event) -> list[bytes]:
+        if event.data == "[DONE]":
+            self.finished = True
+            return [b"data: [DONE]\n\n"]
+        try:
+            chunk = event.json()
+        except ValueError:
+            return []
+        if not isinstance(chunk, dict):
+            return []
+        if chunk.get("error"):
+            # An in-stream error from the provider: passed on, the stream is not complete.
+            self.failed = True
+            return [frame(chunk)]
+        report = chunk.get("usage")
+        if isinstance(report, dict):
+            self.usage = self._usage(report)
+            self.usage_complete = True
+            if not chunk.get("choices"):
+                if not self.client_wants_usage:
+                    return []
+                report["cost"] = cost_in_credits(self.model, self.usage)
+                return [frame(chunk)]
+            if not self.client_wants_usage:
+                chunk["usage"] = None
+            else:
+                report["cost"] = cost_in_credits(self.model, self.usage)
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            for value in (delta.get("content"), delta.get("reasoning_content")):
+                if isinstance(value, str):
+                    self.delivered_bytes += len(value.encode())
+            for call in delta.get("tool_calls") or []:
+                arguments = (call.get("function") or {}).get("arguments")
+                if isinstance(arguments, str):
+                    self.delivered_bytes += len(arguments.encode())
+        return [frame(chunk)]
+
+    def on_end(self) -> list[bytes]:
+        return []
+
+
+# --- Responses API ---------------------------------------------------------------------------
+
+
+def validate_responses(body: dict) -> None:
+    if body.get("background"):
+        raise ProxyError(
+            "invalid_request",
+            "'background' responses are not supported: the gateway could not meter them.",
+            param="background",
+        )
+    if "input" not in body:
+        raise ProxyError("invalid_request", "'input' is required.", param="input")
+    if not isinstance(body["input"], str | list):
+        raise ProxyError("invalid_request", "'input' must be a string or an array.", param="input")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise ProxyError("invalid_request", "'stream' must be a boolean.", param="stream")
+    responses_output_limit(body)
+
+
+def responses_output_limit(body: dict) -> int | None:
+    return _positive_int(body, "max_output_tokens")
+
+
+def responses_upstream_body(
+    body: dict, model: PricedModel, *, output_limit: int | None, opaque_user: str
+) -> dict:
+    upstream = dict(body)
+    upstream["model"] = model.model_id
+    if output_limit is not None:
+        upstream["max_output_tokens"] = output_limit
+    _identify(upstream, model.provider, opaque_user)
+    return upstream
+
+
+class ResponsesRelay:
+    def __init__(self, model: PricedModel):
+        self.model = model
+        self.usage: Usage | None = None
+        self.usage_complete = False
+        self.finished = False
+        self.failed = False
+        self.delivered_bytes = 0
+
+    def _take_usage(self, response: dict) -> None:
+        report = response.get("usage")
+        if isinstance(report, dict):
+            self.usage = usage_from_responses(report)
+            self.usage_complete = True
+            report["cost"] = cost_in_credits(self.model, self.usage)
+
+    def response_body(self, upstream: dict) -> dict:
+        self._take_usage(upstream)
+        for item in upstream.get("output") or []:
+            for part in item.get("content") or [] if isinstance(item, dict) else []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    self.delivered_bytes += len(part["text"].encode())
+        self.finished = True
+        return upstream
+
+    def on_event(self, event: Event) -> list[bytes]:
+        if event.data == "[DONE]":
+            self.finished = True
+            return [b"data: [DONE]\n\n"]
+        try:
+            payload = event.json()
+        except ValueError:
+            return []
+        if not isinstance(payload, dict):
+            return []
+        kind = payload.get("type") or event.event
+        if kind in RESPONSES_TERMINAL_EVENTS and isinstance(payload.get("response"), dict):
+            self._take_usage(payload["response"])
+            self.finished = True
+        elif kind == "error":
+            self.failed = True  # passed on below; the stream is not complete
+        elif isinstance(payload.get("delta"), str):
+            self.delivered_bytes += len(payload["delta"].encode())
+        return [f"event: {kind}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()]
+
+    def on_end(self) -> list[bytes]:
+        return []
