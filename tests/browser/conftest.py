@@ -1,0 +1,83 @@
+"""A live server and a Chromium browser for the browser tests.
+
+The server runs the session `app` fixture of tests/conftest.py in a thread of this process, so a test
+can look in the database with `app.app_context()` while the browser drives the pages. Chromium is the
+system one (/usr/bin/chromium, or $ONEKEY_CHROMIUM): Playwright's own browsers are never downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+CHROMIUM = os.environ.get("ONEKEY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DEFAULT_TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="session")
+def live_server(app):
+    """The app served on 127.0.0.1 on a free port; yields its base URL (no trailing slash)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for the whole run."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_context(chromium, live_server):
+    """Open browser contexts on the live server: new_context(java_script_enabled=False, ...)."""
+    contexts = []
+
+    def make(**options):
+        options.setdefault("base_url", live_server)
+        context = chromium.new_context(**options)
+        context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+        contexts.append(context)
+        return context
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_context, live_server):
+    """A page in a fresh context (no cookies) with JavaScript, where the Copy button may use the clipboard."""
+    context = new_context(permissions=["clipboard-read", "clipboard-write"])
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
+    return context.new_page()
+
+
+@pytest.fixture
+def page_without_js(new_context):
+    """A page in a fresh context with JavaScript turned off: htmx never loads."""
+    return new_context(java_script_enabled=False).new_page()
