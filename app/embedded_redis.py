@@ -38,7 +38,14 @@ def start(socket_path: Path, data_dir: Path, *, persist: bool = True) -> subproc
     from redis import Redis
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(server_command(socket_path, data_dir, persist=persist))  # noqa: S603
+    # Its own log file: a server outliving its parent must not hold the parent's output open.
+    with open(data_dir / "redis.log", "ab") as log:
+        process = subprocess.Popen(  # noqa: S603
+            server_command(socket_path, data_dir, persist=persist),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -32,7 +32,9 @@ def accounts():
     page = max(request.args.get("page", 1, type=int) or 1, 1)
     query = select(Account)
     if search:
-        query = query.where(Account.email.ilike(f"%{search.lower()}%"))
+        # % and _ in the search are characters to find, not wildcards.
+        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Account.email.ilike(f"%{escaped}%", escape="\\"))
     if status:
         query = query.where(Account.status == status)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))

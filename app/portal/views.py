@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 
-from flask import abort, current_app, render_template, request
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
@@ -117,6 +117,10 @@ def revoke_key(key_id: int):
         abort(404)
     key_service.revoke_key(key)
     db.session.commit()
+    if not request.htmx:
+        # Post/redirect/get: a reload must not post again, and the address stays /keys.
+        flash(f"The key “{key.name}” is revoked.", "success")
+        return redirect(url_for("portal.keys"))
     return _render_keys(_key_form(blank=True))
 
 

@@ -56,6 +56,9 @@ def test_accounts_list_search_and_status_filter(app, admin, make_account):
     assert html.lstrip().startswith('<div id="accounts-table"')
     assert "HX-Request" in fragment.headers["Vary"]
     assert admin.get("/admin/accounts?status=bogus&page=-3").status_code == 200
+    # % and _ are searched for literally.
+    assert "alice@example.com" not in admin.get("/admin/accounts?q=%25").get_data(as_text=True)
+    assert "alice@example.com" not in admin.get("/admin/accounts?q=a_ice").get_data(as_text=True)
 
 
 def test_account_page_shows_money_keys_and_ledger(app, admin, make_account):

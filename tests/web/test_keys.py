@@ -105,12 +105,27 @@ def test_revoke_takes_effect_at_once(app, browser, make_account):
     plaintext = KEY_PATTERN.search(create_key(browser).get_data(as_text=True)).group(0)
     with app.app_context():
         key_id = db.session.scalar(select(ApiKey.id))
-    response = browser.post_form("/keys", {}, action=f"/keys/{key_id}/revoke")
+    response = browser.post_form(
+        "/keys", {}, action=f"/keys/{key_id}/revoke", headers={"HX-Request": "true"}
+    )
     assert response.status_code == 200
+    assert response.get_data(as_text=True).lstrip().startswith('<div id="keys-panel">')
     assert "revoked" in response.get_data(as_text=True)
     with app.app_context():
         key = find_key(plaintext)
         assert key.revoked_at is not None
+
+
+def test_revoke_without_javascript_redirects_back_to_the_keys(app, browser, make_account):
+    make_account("user@example.com")
+    browser.login("user@example.com")
+    create_key(browser)
+    with app.app_context():
+        key_id = db.session.scalar(select(ApiKey.id))
+    response = browser.post_form("/keys", {}, action=f"/keys/{key_id}/revoke")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/keys"
+    assert "is revoked" in browser.get("/keys").get_data(as_text=True)
 
 
 def test_another_accounts_key_is_a_plain_404(app, browser, make_account):
