@@ -24,7 +24,7 @@ from flask import Flask, Response, current_app, g, request
 from sqlalchemy import select, update
 
 from app.extensions import db, get_redis
-from app.models import Account, ApiKey, CatalogModel, UsageRecord
+from app.models import Account, ApiKey, CatalogModel
 from app.models.types import utcnow
 from app.proxy import limits
 from app.proxy.errors import ProxyError, error_response, stream_error_event
@@ -45,6 +45,8 @@ from app.services import ledger
 from app.services.catalog import price_table
 from app.services.keys import KEY_PREFIX, hash_key
 from app.services.money import nanos_to_credits
+from app.services.usage import record_usage
+from app.tasks.billing import enqueue_settlement
 
 log = logging.getLogger("onekey.proxy")
 
@@ -433,39 +435,36 @@ def settle(app: Flask, exchange: Exchange, relay: Relay | None, status: str) -> 
     cost, prices = cost_of(exchange.model, usage)
     elapsed = time.monotonic() - exchange.started
     ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
+    values = {
+        "account_id": exchange.caller.account_id,
+        "api_key_id": exchange.caller.key_id,
+        "hold_id": exchange.hold_id,
+        "request_id": exchange.request_id,
+        "provider": exchange.model.provider,
+        "model_id": exchange.model.model_id,
+        "route": exchange.route,
+        "status": status,
+        "streamed": exchange.stream,
+        "input_tokens": usage.input,
+        "cache_read_tokens": usage.cache_read,
+        "cache_write_5m_tokens": usage.cache_write_5m,
+        "cache_write_1h_tokens": usage.cache_write_1h,
+        "output_tokens": usage.output,
+        "reasoning_tokens": usage.reasoning,
+        "cost_nanocredits": cost,
+        "prices_applied": prices,
+        "latency_ms": int(elapsed * 1000),
+        "time_to_first_token_ms": int(ttft * 1000) if ttft is not None else None,
+    }
     with app.app_context():
         try:
-            record = UsageRecord(
-                account_id=exchange.caller.account_id,
-                api_key_id=exchange.caller.key_id,
-                hold_id=exchange.hold_id,
-                request_id=exchange.request_id,
-                provider=exchange.model.provider,
-                model_id=exchange.model.model_id,
-                route=exchange.route,
-                status=status,
-                streamed=exchange.stream,
-                input_tokens=usage.input,
-                cache_read_tokens=usage.cache_read,
-                cache_write_5m_tokens=usage.cache_write_5m,
-                cache_write_1h_tokens=usage.cache_write_1h,
-                output_tokens=usage.output,
-                reasoning_tokens=usage.reasoning,
-                cost_nanocredits=cost,
-                prices_applied=prices,
-                latency_ms=int(elapsed * 1000),
-                time_to_first_token_ms=int(ttft * 1000) if ttft is not None else None,
-            )
-            db.session.add(record)
-            db.session.flush()
-            ledger.settle_hold(exchange.hold_id, cost, reference_id=f"usage:{record.id}")
+            record_usage(values)
             db.session.commit()
         except Exception:
             db.session.rollback()
-            log.exception(
-                "settlement of hold %s failed; the expiry job will release it", exchange.hold_id
-            )
-            raise
+            # The provider's counts must not be lost with the database: the worker retries.
+            log.exception("settlement of hold %s failed; queued for the worker", exchange.hold_id)
+            enqueue_settlement(values)
         finally:
             db.session.remove()
             limits.leave_inflight(

@@ -1,0 +1,131 @@
+"""Settlement is exactly once, and survives a database that fails at the moment of settling."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from rq import SimpleWorker
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from app.extensions import db, get_queue
+from app.models import Account, Hold, LedgerEntry, UsageRecord
+from app.models.types import utcnow
+from app.proxy import gateway
+from app.proxy.metering import PricedModel, Usage
+from app.services.keys import create_key
+from app.services.ledger import check_invariants, grant_credits, place_hold
+from app.services.usage import record_usage
+
+MODEL = PricedModel(
+    provider="openai",
+    model_id="gpt-4o-mini",
+    name="GPT-4o mini",
+    context_length=128_000,
+    max_output_tokens=16_384,
+    tiers={0: {"input": 165_000_000, "cache_read": 82_500_000, "output": 660_000_000}},
+)
+
+
+def open_hold(app, account_id: int, amount: int = 50_000) -> tuple[int, int]:
+    """(hold id, key id) for a hold placed through a key of the account."""
+    with app.app_context():
+        grant_credits(account_id, 1_000_000, note="t", idempotency_key=f"g{account_id}")
+        key, _ = create_key(db.session.get(Account, account_id), name="k")
+        hold = place_hold(
+            account_id=account_id,
+            api_key_id=key.id,
+            amount_nanocredits=amount,
+            expires_at=utcnow() + timedelta(hours=1),
+        )
+        db.session.commit()
+        return hold.id, key.id
+
+
+def values_for(account_id: int, key_id: int, hold_id: int, cost: int = 1234) -> dict:
+    return {
+        "account_id": account_id,
+        "api_key_id": key_id,
+        "hold_id": hold_id,
+        "request_id": "req",
+        "provider": "openai",
+        "model_id": "gpt-4o-mini",
+        "route": "chat.completions",
+        "status": "ok",
+        "streamed": False,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cost_nanocredits": cost,
+        "prices_applied": {},
+    }
+
+
+def test_a_hold_is_settled_once_whoever_tries(app, make_account):
+    account_id = make_account("user@example.com")
+    hold_id, key_id = open_hold(app, account_id)
+    with app.app_context():
+        assert record_usage(values_for(account_id, key_id, hold_id)) is True
+        db.session.commit()
+        assert record_usage(values_for(account_id, key_id, hold_id)) is False
+        db.session.commit()
+        assert db.session.scalar(select(func.count()).select_from(UsageRecord)) == 1
+        debits = db.session.scalars(
+            select(LedgerEntry.amount_nanocredits).where(LedgerEntry.kind == "usage")
+        ).all()
+        assert debits == [-1234]
+        assert check_invariants() == []
+
+
+def test_settlement_is_queued_when_the_database_fails_and_done_by_the_worker(
+    app, make_account, monkeypatch
+):
+    account_id = make_account("user@example.com")
+    hold_id, key_id = open_hold(app, account_id)
+    caller = gateway.Caller(key_id, account_id, None, None, "opaque")
+    exchange = gateway.Exchange(
+        dialect="openai",
+        route="chat.completions",
+        caller=caller,
+        model=MODEL,
+        request_id="req-1",
+        hold_id=hold_id,
+        input_estimate=100,
+        output_limit=50,
+        gateway_set_limit=False,
+        stream=False,
+    )
+
+    class Relay:
+        usage = Usage(input=1000, output=2000, prompt_tokens=1000)
+        usage_complete = True
+        delivered_bytes = 10
+
+    def database_gone(values):
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(gateway, "record_usage", database_gone)
+    with app.test_request_context():
+        cost = gateway.settle(app, exchange, Relay(), "ok")
+    assert cost == 1_485_000  # 1000 × 0.165 + 2000 × 0.66 credits per million tokens
+    with app.app_context():
+        assert db.session.get(Hold, hold_id).status == "open"
+        queue = get_queue("billing")
+        assert queue.count == 1
+        monkeypatch.undo()
+        SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    with app.app_context():
+        assert db.session.get(Hold, hold_id).status == "settled"
+        record = db.session.scalar(select(UsageRecord))
+        assert record.cost_nanocredits == 1_485_000
+        account = db.session.get(Account, account_id)
+        assert account.balance_nanocredits == 1_000_000 - 1_485_000
+        assert account.flagged_reason == "negative balance"
+        assert check_invariants() == []
+
+
+@pytest.mark.parametrize("status", ["ok", "partial", "estimated", "upstream_error"])
+def test_usage_record_statuses_are_the_documented_ones(status):
+    from app.models.usage import USAGE_STATUSES
+
+    assert status in USAGE_STATUSES
