@@ -161,6 +161,30 @@ def place_hold(
     if amount_nanocredits <= 0:
         raise ValueError("a hold must be a positive amount")
     now = utcnow()
+    # Rows are always locked account first, then key (settlement does the same), so that placing
+    # and closing holds concurrently cannot deadlock.
+    reserved = db.session.execute(
+        update(Account)
+        .where(
+            Account.id == account_id,
+            Account.status == "active",
+            Account.balance_nanocredits - Account.held_nanocredits >= amount_nanocredits,
+        )
+        .values(held_nanocredits=Account.held_nanocredits + amount_nanocredits)
+    ).rowcount
+    if reserved != 1:
+        if api_key_id is not None:
+            problem = _key_problem(api_key_id, account_id, now, amount_nanocredits)
+            if problem:
+                raise KeyNotUsable(problem)
+        balance, held, status = db.session.execute(
+            select(Account.balance_nanocredits, Account.held_nanocredits, Account.status).where(
+                Account.id == account_id
+            )
+        ).one()
+        if status != "active":
+            raise AccountNotActive(status)
+        raise InsufficientCredit(balance, held, amount_nanocredits)
     if api_key_id is not None:
         reserved_on_key = db.session.execute(
             update(ApiKey)
@@ -178,27 +202,14 @@ def place_hold(
             .values(held_nanocredits=ApiKey.held_nanocredits + amount_nanocredits)
         ).rowcount
         if reserved_on_key != 1:
-            raise KeyNotUsable(_why_key_refused(api_key_id, account_id, now))
-    reserved = db.session.execute(
-        update(Account)
-        .where(
-            Account.id == account_id,
-            Account.status == "active",
-            Account.balance_nanocredits - Account.held_nanocredits >= amount_nanocredits,
-        )
-        .values(held_nanocredits=Account.held_nanocredits + amount_nanocredits)
-    ).rowcount
-    if reserved != 1:
-        if api_key_id is not None:
-            _move_key_held(api_key_id, -amount_nanocredits)
-        balance, held, status = db.session.execute(
-            select(Account.balance_nanocredits, Account.held_nanocredits, Account.status).where(
-                Account.id == account_id
+            db.session.execute(
+                update(Account)
+                .where(Account.id == account_id)
+                .values(held_nanocredits=Account.held_nanocredits - amount_nanocredits)
             )
-        ).one()
-        if status != "active":
-            raise AccountNotActive(status)
-        raise InsufficientCredit(balance, held, amount_nanocredits)
+            raise KeyNotUsable(
+                _key_problem(api_key_id, account_id, now, amount_nanocredits) or "limit_reached"
+            )
     hold = Hold(
         account_id=account_id,
         api_key_id=api_key_id,
@@ -212,15 +223,22 @@ def place_hold(
     return hold
 
 
-def _why_key_refused(api_key_id: int, account_id: int, now: datetime) -> str:
+def _key_problem(api_key_id: int, account_id: int, now: datetime, amount: int) -> str | None:
+    """Why the key cannot carry a hold of `amount`, or None when it can."""
     key = db.session.get(ApiKey, api_key_id)
     if key is None or key.account_id != account_id:
         return "unknown key"
+    db.session.refresh(key)
     if key.revoked_at is not None:
         return "revoked"
     if key.expires_at is not None and key.expires_at <= now:
         return "expired"
-    return "limit_reached"
+    if (
+        key.limit_nanocredits is not None
+        and key.usage_nanocredits + key.held_nanocredits + amount > key.limit_nanocredits
+    ):
+        return "limit_reached"
+    return None
 
 
 def _move_key_held(api_key_id: int, delta: int) -> None:
