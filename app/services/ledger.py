@@ -322,7 +322,7 @@ def expire_holds(now: datetime | None = None) -> int:
     """Release every open hold past its expiry (left by a crashed process); returns how many."""
     now = now or utcnow()
     due = db.session.scalars(
-        select(Hold.id).where(Hold.status == "open", Hold.expires_at < now)
+        select(Hold.id).where(Hold.status == "open", Hold.expires_at < now).order_by(Hold.id)
     ).all()
     expired = 0
     for hold_id in due:
@@ -382,9 +382,21 @@ def check_invariants() -> list[Mismatch]:
             mismatches.append(Mismatch(account_id, "balance", balance, expected_balance))
         if held != expected_held:
             mismatches.append(Mismatch(account_id, "held", held, expected_held))
-    keys = db.session.execute(select(ApiKey.id, ApiKey.account_id, ApiKey.held_nanocredits)).all()
-    for key_id, account_id, held in keys:
+    key_usage = dict(
+        db.session.execute(
+            select(Hold.api_key_id, func.sum(Hold.settled_amount_nanocredits))
+            .where(Hold.status == "settled", Hold.api_key_id.is_not(None))
+            .group_by(Hold.api_key_id)
+        ).all()
+    )
+    keys = db.session.execute(
+        select(ApiKey.id, ApiKey.account_id, ApiKey.held_nanocredits, ApiKey.usage_nanocredits)
+    ).all()
+    for key_id, account_id, held, usage in keys:
         expected_held = int(key_holds.get(key_id) or 0)
         if held != expected_held:
             mismatches.append(Mismatch(account_id, f"key {key_id} held", held, expected_held))
+        expected_usage = int(key_usage.get(key_id) or 0)
+        if usage != expected_usage:
+            mismatches.append(Mismatch(account_id, f"key {key_id} usage", usage, expected_usage))
     return mismatches
