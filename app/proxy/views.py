@@ -70,6 +70,27 @@ def _json_response(body: dict, headers: dict) -> Response:
     return response
 
 
+def forward(exchange, call: UpstreamCall, relay, *, stream_mimetype="text/event-stream"):
+    """Call upstream and answer: relayed as a stream, or as one JSON body.
+
+    Google keeps billing a generation its client left, so Gemini streams are drained to their
+    final counts; and google-genai reads any non-`data:` line as an error, so no keep-alives there.
+    """
+    response = call_upstream(exchange, call)
+    if not exchange.stream:
+        return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))
+    streamed = stream_response(
+        exchange,
+        response,
+        relay,
+        drain_on_disconnect=exchange.model.provider == "google",
+        keepalives=exchange.dialect != GOOGLE,
+        headers=stream_headers(exchange),
+    )
+    streamed.mimetype = stream_mimetype
+    return streamed
+
+
 # --- OpenAI-compatible -----------------------------------------------------------------------
 
 
@@ -119,17 +140,7 @@ def chat_completions():
             output_limit=exchange.output_limit, opaque_user=caller.opaque_user
         )
         relay = translator.relay()
-    response = call_upstream(exchange, call)
-    if stream:
-        return stream_response(
-            exchange,
-            response,
-            relay,
-            drain_on_disconnect=model.provider == "google",
-            keepalives=True,
-            headers=stream_headers(exchange),
-        )
-    return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))
+    return forward(exchange, call, relay)
 
 
 @bp.post("/v1/responses")
@@ -170,17 +181,7 @@ def responses():
         headers={k: v for k, v in request.headers.items() if k.lower() == "openai-beta"},
     )
     relay = openai.ResponsesRelay(model)
-    response = call_upstream(exchange, call)
-    if stream:
-        return stream_response(
-            exchange,
-            response,
-            relay,
-            drain_on_disconnect=False,
-            keepalives=True,
-            headers=stream_headers(exchange),
-        )
-    return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))
+    return forward(exchange, call, relay)
 
 
 @bp.get("/v1/models")
@@ -254,7 +255,7 @@ def key_info():
 # --- Anthropic-native ------------------------------------------------------------------------
 
 
-def _native_model(body_model, provider: str, dialect: str):
+def _native_model(body_model, provider: str):
     model = resolve_model(body_model)
     if model.provider != provider:
         raise ProxyError(
@@ -269,7 +270,7 @@ def _native_model(body_model, provider: str, dialect: str):
 def anthropic_messages():
     body = read_json_body()
     caller = authenticate()
-    model = _native_model(body.get("model"), "anthropic", ANTHROPIC)
+    model = _native_model(body.get("model"), "anthropic")
     anthropic.validate_messages(body)
     stream = bool(body.get("stream"))
     exchange = open_exchange(
@@ -296,17 +297,7 @@ def anthropic_messages():
         headers=anthropic.forwarded_headers(request.headers),
     )
     relay = anthropic.MessagesRelay(model)
-    response = call_upstream(exchange, call)
-    if stream:
-        return stream_response(
-            exchange,
-            response,
-            relay,
-            drain_on_disconnect=False,
-            keepalives=True,
-            headers=stream_headers(exchange),
-        )
-    return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))
+    return forward(exchange, call, relay)
 
 
 @bp.post("/anthropic/v1/messages/count_tokens")
@@ -315,7 +306,7 @@ def anthropic_count_tokens():
     """Free at Anthropic, so not metered; still needs a valid key and an Anthropic model."""
     body = read_json_body()
     authenticate()
-    model = _native_model(body.get("model"), "anthropic", ANTHROPIC)
+    model = _native_model(body.get("model"), "anthropic")
     db.session.close()
     upstream = send(
         UpstreamCall(
@@ -369,7 +360,7 @@ def gemini_generate(version: str, model_action: str):
         raise ProxyError("model_not_found", f"Unknown method '{action or model_action}'.")
     body = read_json_body()
     caller = authenticate()
-    model = _native_model(model_name, "google", GOOGLE)
+    model = _native_model(model_name, "google")
     gemini.validate(body)
     stream = action == "streamGenerateContent"
     exchange = open_exchange(
@@ -395,18 +386,6 @@ def gemini_generate(version: str, model_action: str):
     )
     as_sse = request.args.get("alt") == "sse"
     relay = gemini.GenerateRelay(model, as_sse=as_sse)
-    response = call_upstream(exchange, call)
-    if stream:
-        headers = stream_headers(exchange)
-        streamed = stream_response(
-            exchange,
-            response,
-            relay,
-            drain_on_disconnect=True,
-            keepalives=False,
-            headers=headers,
-        )
-        if not as_sse:
-            streamed.mimetype = "application/json"
-        return streamed
-    return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))
+    return forward(
+        exchange, call, relay, stream_mimetype="text/event-stream" if as_sse else "application/json"
+    )
