@@ -82,6 +82,12 @@ def _configure_database(app: Flask) -> None:
         app.config["SQLALCHEMY_DATABASE_URI"] = uri
     options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     options.setdefault("pool_pre_ping", True)
+    if uri.startswith("postgresql"):
+        # A gevent worker runs many requests at once; each holds a connection only briefly (never
+        # while relaying), but a burst of settlements needs more than SQLAlchemy's default five.
+        options.setdefault("pool_size", app.config["DB_POOL_SIZE"])
+        options.setdefault("max_overflow", app.config["DB_POOL_OVERFLOW"])
+        options.setdefault("pool_timeout", 10)
     if uri.startswith("sqlite"):
         INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
         options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})

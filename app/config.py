@@ -89,6 +89,9 @@ class Config:
     REMEMBER_COOKIE_SAMESITE = "Lax"
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session that carries it
     SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict] = {}
+    # Per web or worker process (PostgreSQL only).
+    DB_POOL_SIZE = _int("DB_POOL_SIZE", 20)
+    DB_POOL_OVERFLOW = _int("DB_POOL_OVERFLOW", 30)
 
     SECRET_KEY = os.environ.get("SECRET_KEY")
     KEY_HASH_SECRET = os.environ.get("KEY_HASH_SECRET")
