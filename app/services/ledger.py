@@ -249,7 +249,8 @@ def _move_key_held(api_key_id: int, delta: int) -> None:
     )
 
 
-def _release_reservation(hold: Hold) -> None:
+def _release_reservation(hold) -> None:
+    """Give back a closed hold's reservation (`hold` has account_id, api_key_id, amount)."""
     db.session.execute(
         update(Account)
         .where(Account.id == hold.account_id)
@@ -259,15 +260,16 @@ def _release_reservation(hold: Hold) -> None:
         _move_key_held(hold.api_key_id, -hold.amount_nanocredits)
 
 
-def _claim_hold(hold_id: int, from_status: str, to_status: str, **values) -> bool:
-    """Move a hold from one status to another; True only for the one caller that did it."""
-    claimed = db.session.execute(
+def _claim_hold(hold_id: int, from_status: str, to_status: str, **values):
+    """Move a hold from one status to another. Only the one caller that did it gets the hold's
+    (account_id, api_key_id, amount_nanocredits); everyone else gets None."""
+    return db.session.execute(
         update(Hold)
         .where(Hold.id == hold_id, Hold.status == from_status)
         .values(status=to_status, closed_at=utcnow(), **values)
+        .returning(Hold.account_id, Hold.api_key_id, Hold.amount_nanocredits)
         .execution_options(synchronize_session=False)
-    ).rowcount
-    return claimed == 1
+    ).first()
 
 
 def settle_hold(hold_id: int, cost_nanocredits: int, *, reference_id: str | None = None) -> bool:
@@ -280,15 +282,13 @@ def settle_hold(hold_id: int, cost_nanocredits: int, *, reference_id: str | None
     if cost_nanocredits < 0:
         raise ValueError("a cost cannot be negative")
     values = {"settled_amount_nanocredits": cost_nanocredits}
-    if _claim_hold(hold_id, "open", "settled", **values):
-        hold = db.session.get(Hold, hold_id)
-        db.session.refresh(hold)
+    hold = _claim_hold(hold_id, "open", "settled", **values)
+    if hold is not None:
         _release_reservation(hold)
-    elif _claim_hold(hold_id, "expired", "settled", **values):
-        hold = db.session.get(Hold, hold_id)
-        db.session.refresh(hold)
     else:
-        return False
+        hold = _claim_hold(hold_id, "expired", "settled", **values)
+        if hold is None:
+            return False
     if cost_nanocredits > 0:
         post_entry(
             account_id=hold.account_id,
@@ -310,10 +310,9 @@ def settle_hold(hold_id: int, cost_nanocredits: int, *, reference_id: str | None
 
 def release_hold(hold_id: int) -> bool:
     """Release a hold without charge, exactly once; False if it was already closed."""
-    if not _claim_hold(hold_id, "open", "released", settled_amount_nanocredits=0):
+    hold = _claim_hold(hold_id, "open", "released", settled_amount_nanocredits=0)
+    if hold is None:
         return False
-    hold = db.session.get(Hold, hold_id)
-    db.session.refresh(hold)
     _release_reservation(hold)
     return True
 
@@ -326,9 +325,8 @@ def expire_holds(now: datetime | None = None) -> int:
     ).all()
     expired = 0
     for hold_id in due:
-        if _claim_hold(hold_id, "open", "expired"):
-            hold = db.session.get(Hold, hold_id)
-            db.session.refresh(hold)
+        hold = _claim_hold(hold_id, "open", "expired")
+        if hold is not None:
             _release_reservation(hold)
             expired += 1
     return expired
