@@ -80,11 +80,8 @@ class MessagesRelay:
         return upstream
 
     def on_event(self, event: Event) -> list[bytes]:
-        try:
-            payload = event.json()
-        except ValueError:
-            return []
-        if not isinstance(payload, dict):
+        payload = event.json_object()
+        if payload is None:
             return []
         kind = payload.get("type") or event.event
         if kind == "message_start":

@@ -91,11 +91,8 @@ class GenerateRelay:
         return upstream
 
     def on_event(self, event: Event) -> list[bytes]:
-        try:
-            chunk = event.json()
-        except ValueError:
-            return []
-        if not isinstance(chunk, dict):
+        chunk = event.json_object()
+        if chunk is None:
             return []
         if "error" in chunk:
             self.finished = False

@@ -120,11 +120,8 @@ class ChatRelay:
         if event.data == "[DONE]":
             self.finished = True
             return [b"data: [DONE]\n\n"]
-        try:
-            chunk = event.json()
-        except ValueError:
-            return []
-        if not isinstance(chunk, dict):
+        chunk = event.json_object()
+        if chunk is None:
             return []
         if chunk.get("error"):
             # An in-stream error from the provider: passed on, the stream is not complete.
@@ -221,11 +218,8 @@ class ResponsesRelay:
         if event.data == "[DONE]":
             self.finished = True
             return [b"data: [DONE]\n\n"]
-        try:
-            payload = event.json()
-        except ValueError:
-            return []
-        if not isinstance(payload, dict):
+        payload = event.json_object()
+        if payload is None:
             return []
         kind = payload.get("type") or event.event
         if kind in RESPONSES_TERMINAL_EVENTS and isinstance(payload.get("response"), dict):

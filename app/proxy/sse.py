@@ -12,9 +12,13 @@ class Event:
     data: str
     event: str | None = None
 
-    def json(self):
-        """The data as JSON; raises ValueError when it is not."""
-        return json.loads(self.data)
+    def json_object(self) -> dict | None:
+        """The data as a JSON object, or None when it is anything else (relays skip those)."""
+        try:
+            value = json.loads(self.data)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
 
 class SSEParser:

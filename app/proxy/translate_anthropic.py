@@ -782,11 +782,8 @@ class MessagesToChat:
         return [self.writer.role(0)]
 
     def on_event(self, event: Event) -> list[bytes]:
-        try:
-            payload = event.json()
-        except ValueError:
-            return []
-        if not isinstance(payload, dict):
+        payload = event.json_object()
+        if payload is None:
             return []
         kind = payload.get("type") or event.event
         if not isinstance(kind, str):
