@@ -51,15 +51,18 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
     from app.proxy import bp as proxy_bp
     from app.public import bp as public_bp
     from app.web import register_web_hooks
+    from app.webhooks import bp as webhooks_bp
 
     app.register_blueprint(public_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(portal_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(proxy_bp)
+    app.register_blueprint(webhooks_bp)
     # After the blueprints, so the admin guard runs before the CSRF check.
     csrf.init_app(app)
     csrf.exempt(proxy_bp)
+    csrf.exempt(webhooks_bp)  # Stripe signs its requests; there is no session to protect
     register_web_hooks(app)
     register_cli(app)
     return app
