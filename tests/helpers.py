@@ -7,6 +7,10 @@ import re
 CSRF_INPUT = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
 )
+# The token is signed with a timestamp, so two renderings a second apart differ in it.
+CSRF_TOKEN_VALUE = re.compile(
+    r'(name="csrf_token"(?: type="hidden")? value="|"X-CSRFToken": ")[^"]+'
+)
 TEST_PASSWORD = "a long enough passphrase"
 
 
@@ -14,6 +18,11 @@ def csrf_token_from(html: str) -> str:
     match = CSRF_INPUT.search(html)
     assert match, "the page has no CSRF token"
     return match.group(1) or match.group(2)
+
+
+def without_csrf_tokens(html: str) -> str:
+    """The page with every CSRF token blanked, for comparing two renderings of it."""
+    return CSRF_TOKEN_VALUE.sub(r"\1", html)
 
 
 class Browser:
