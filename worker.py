@@ -16,6 +16,7 @@ from app import create_app
 from app.extensions import db
 from app.tasks import QUEUES
 from app.tasks.maintenance import expire_holds_job
+from app.tasks.stripe_events import RECONCILE_INTERVAL_SECONDS, reconcile_payments_job
 
 log = logging.getLogger("onekey.worker")
 
@@ -52,6 +53,12 @@ def wait_for_redis(connection, timeout: float = 30.0) -> None:
 
 def register_cron_jobs(scheduler: CronScheduler) -> None:
     scheduler.register(expire_holds_job, queue_name="default", interval=60, job_timeout=300)
+    scheduler.register(
+        reconcile_payments_job,
+        queue_name="billing",
+        interval=RECONCILE_INTERVAL_SECONDS,
+        job_timeout=900,
+    )
 
 
 def main() -> None:

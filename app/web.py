@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from flask import Flask, g, render_template, request
 from flask_login import current_user
@@ -19,6 +20,25 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
 )
+# Stripe's 3-D Secure challenge frames come from here (besides the Stripe.js origin).
+STRIPE_FRAME_ORIGIN = "https://hooks.stripe.com"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def stripe_content_security_policy(config) -> str:
+    """The policy of a page that mounts Stripe.js: its script, frames and API calls admitted."""
+    js = _origin(config["STRIPE_JS_URL"])
+    api = _origin(config["STRIPE_API_BASE"])
+    return (
+        "default-src 'self'; img-src 'self' data: https:; style-src 'self'; "
+        f"script-src 'self' {js}; connect-src 'self' {js} {api}; "
+        f"frame-src {js} {STRIPE_FRAME_ORIGIN}; "
+        "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    )
 
 
 @login_manager.user_loader
@@ -56,7 +76,12 @@ def register_web_hooks(app: Flask) -> None:
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
         if response.mimetype == "text/html":
-            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            policy = (
+                stripe_content_security_policy(app.config)
+                if g.get("stripe_page")
+                else CONTENT_SECURITY_POLICY
+            )
+            response.headers.setdefault("Content-Security-Policy", policy)
             response.vary.add("HX-Request")
             if current_user.is_authenticated:
                 response.headers.setdefault("Cache-Control", "no-store")

@@ -5,7 +5,7 @@ from app.models.audit import AuditLogEntry
 from app.models.catalog import CatalogModel, ModelPrice
 from app.models.keys import ApiKey
 from app.models.ledger import Hold, LedgerEntry
-from app.models.purchases import Purchase, StripeEvent
+from app.models.purchases import Purchase, ReconciliationRun, StripeEvent
 from app.models.usage import UsageRecord
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "LedgerEntry",
     "ModelPrice",
     "Purchase",
+    "ReconciliationRun",
     "StripeEvent",
     "UsageRecord",
 ]

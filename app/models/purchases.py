@@ -26,15 +26,22 @@ class Purchase(db.Model):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
     amount_cents: Mapped[int] = mapped_column(Integer, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False, default="usd")
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending", index=True)
     stripe_setup_intent_id: Mapped[str | None] = mapped_column(String(255))
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     refunded_cents: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Debited while a chargeback is open or was lost; given back when the dispute is won.
+    disputed_cents: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     failure_message: Mapped[str | None] = mapped_column(Text)
     flagged_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_retryable(self) -> bool:
+        """Whether the customer may (still) pay for it: nothing was charged yet."""
+        return self.status in ("pending", "failed")
 
 
 class StripeEvent(db.Model):
@@ -47,4 +54,21 @@ class StripeEvent(db.Model):
     payload: Mapped[dict] = mapped_column(JSON, nullable=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReconciliationRun(db.Model):
+    """One pass of the job that applies PaymentIntent successes the webhooks missed."""
+
+    __tablename__ = "reconciliation_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # None when the scheduler started it.
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    intents_examined: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    credited: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    flagged: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    expired: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(Text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectMultipleField, StringField
+from wtforms import DateField, HiddenField, SelectMultipleField, StringField
 from wtforms.validators import InputRequired, Length, Optional
 
 from app.services.keys import KEY_NAME_MAX
@@ -22,3 +22,16 @@ class CreateKeyForm(FlaskForm):
 
 class EmptyForm(FlaskForm):
     """A form with only the CSRF token, for buttons that post."""
+
+
+class BuyCreditsForm(FlaskForm):
+    amount = StringField(
+        "Amount in US dollars",
+        validators=[InputRequired(message="Enter an amount in dollars."), Length(max=24)],
+    )
+
+
+class ConfirmPaymentForm(FlaskForm):
+    """Posted by the payment page once Stripe.js has saved the card."""
+
+    payment_method = HiddenField(validators=[Length(max=255)])

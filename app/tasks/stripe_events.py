@@ -1,4 +1,4 @@
-"""The worker side of Stripe webhooks."""
+"""The worker side of Stripe: webhook events, and the reconciliation that catches missed ones."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from rq import Retry
 
 from app.extensions import db, get_queue
 from app.models import StripeEvent
-from app.services.payments import process_event
+from app.services.payments import process_event, reconcile_payments
 
 EVENT_RETRY = Retry(max=8, interval=[5, 30, 120, 600, 1800])
+RECONCILE_INTERVAL_SECONDS = 600
 
 
 def process_stripe_event_job(event_id: str) -> str | None:
-    """Safe to run twice: the credit is keyed by the PaymentIntent, the event marked processed."""
+    """Safe to run twice: every movement is keyed by a Stripe id, the event marked processed."""
     try:
         outcome = process_event(event_id)
         db.session.commit()
@@ -28,3 +29,24 @@ def process_stripe_event_job(event_id: str) -> str | None:
 
 def enqueue_stripe_event(event_id: str) -> None:
     get_queue("billing").enqueue(process_stripe_event_job, event_id, retry=EVENT_RETRY)
+
+
+def reconcile_payments_job(actor_id: int | None = None) -> dict:
+    """Apply successes the webhooks missed and expire stale purchases; the run is recorded."""
+    run = reconcile_payments(actor_id=actor_id)
+    db.session.commit()
+    summary = {
+        "run": run.id,
+        "examined": run.intents_examined,
+        "credited": run.credited,
+        "flagged": run.flagged,
+        "expired": run.expired,
+        "error": run.error,
+    }
+    if run.error:
+        raise RuntimeError(f"reconciliation could not reach Stripe: {run.error}")
+    return summary
+
+
+def enqueue_reconciliation(actor_id: int | None = None) -> None:
+    get_queue("billing").enqueue(reconcile_payments_job, actor_id, job_timeout=900)
