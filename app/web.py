@@ -34,7 +34,7 @@ def stripe_content_security_policy(config) -> str:
     js = _origin(config["STRIPE_JS_URL"])
     api = _origin(config["STRIPE_API_BASE"])
     return (
-        "default-src 'self'; img-src 'self' data: https:; style-src 'self'; "
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; "
         f"script-src 'self' {js}; connect-src 'self' {js} {api}; "
         f"frame-src {js} {STRIPE_FRAME_ORIGIN}; "
         "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"

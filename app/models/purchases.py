@@ -71,4 +71,6 @@ class ReconciliationRun(db.Model):
     credited: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     flagged: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     expired: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # What it applied: [{"payment_intent", "purchase", "outcome"}] for each credit or flag.
+    findings: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
     error: Mapped[str | None] = mapped_column(Text)

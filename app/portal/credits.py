@@ -93,7 +93,8 @@ def buy_credits():
         form.amount.errors.append(str(exc))
         return _render_buy(form, 400)
     db.session.commit()
-    return redirect(url_for("portal.purchase", purchase_id=purchase.id), 303)
+    # The SetupIntent is made now, with the purchase recorded first: the payment page follows.
+    return _render_purchase(purchase)
 
 
 def _purchase_or_404(purchase_id: int) -> Purchase:
@@ -135,9 +136,9 @@ def _render_purchase(purchase: Purchase, outcome: PaymentOutcome | None = None, 
 @bp.get("/credits/<int:purchase_id>")
 def purchase(purchase_id: int):
     purchase = _purchase_or_404(purchase_id)
-    if purchase.status == "pending" and purchase.stripe_payment_intent_id:
-        # An attempt is on its way (the page was reloaded): wait for it rather than ask again.
-        return _render_purchase(purchase, PaymentOutcome("processing"))
+    if payments.attempt_in_flight(purchase):
+        # Reloaded while an attempt is on its way: show where it stands rather than ask again.
+        return _pay(purchase, payments.refresh_payment)
     return _render_purchase(purchase)
 
 
@@ -162,6 +163,11 @@ def confirm_purchase(purchase_id: int):
     form = ConfirmPaymentForm()
     if not form.validate_on_submit():
         abort(400)
+    if payments.attempt_in_flight(purchase):
+        # A second post while an attempt is under way: its outcome decides what comes next.
+        response = _pay(purchase, payments.refresh_payment)
+        if payments.attempt_in_flight(purchase):
+            return response
     try:
         payments.begin_attempt(purchase, form.payment_method.data)
     except PurchaseError as exc:

@@ -124,20 +124,25 @@ def _metadata(purchase: Purchase) -> dict[str, str]:
 
 
 def begin_attempt(purchase: Purchase, payment_method_id: str) -> int:
-    """Number the next payment attempt; commit it before the Stripe call it keys.
+    """Number the payment attempt about to be made; commit it before the Stripe call it keys.
 
-    Raises PurchaseError for a malformed card reference or a purchase that is no longer payable.
+    The number moves on only once the previous attempt is known to have failed: a form posted twice,
+    or posted again while an attempt's outcome is unknown, reuses the attempt's idempotency key, so
+    Stripe answers with the same PaymentIntent instead of charging twice. Raises PurchaseError for a
+    malformed card reference or a purchase that can no longer be paid.
     """
     if not PAYMENT_METHOD_ID.fullmatch(payment_method_id or ""):
         raise PurchaseError("The card details did not reach us. Enter the card again.")
-    if not purchase.is_retryable:
-        raise PurchaseError(f"This purchase is {purchase.status}; it cannot be paid again.")
     account = db.session.get(Account, purchase.account_id)
     if not account.is_active_account:
         raise PurchaseError(f"Your account is {account.status}: it cannot buy credits.")
-    purchase.attempts += 1
-    purchase.status = "pending"
-    purchase.failure_message = None
+    db.session.refresh(purchase, with_for_update=True)
+    if not purchase.is_retryable:
+        raise PurchaseError(f"This purchase is {purchase.status}; it cannot be paid again.")
+    if purchase.status == "failed" or purchase.attempts == 0:
+        purchase.attempts += 1
+        purchase.status = "pending"
+        purchase.failure_message = None
     db.session.flush()
     return purchase.attempts
 
@@ -176,8 +181,13 @@ def pay_with(purchase: Purchase, payment_method_id: str) -> PaymentOutcome:
     return apply_intent_status(purchase, as_dict(intent))
 
 
+def attempt_in_flight(purchase: Purchase) -> bool:
+    """Whether an attempt's PaymentIntent exists and its outcome is not known here yet."""
+    return purchase.status == "pending" and bool(purchase.stripe_payment_intent_id)
+
+
 def refresh_payment(purchase: Purchase) -> PaymentOutcome:
-    """Ask Stripe again where the current attempt stands (after 3-D Secure in the page)."""
+    """Ask Stripe where the current attempt stands (after 3-D Secure, or on a reload)."""
     if not purchase.stripe_payment_intent_id:
         return PaymentOutcome("failed", purchase.failure_message)
     intent = stripe_client().v1.payment_intents.retrieve(purchase.stripe_payment_intent_id)
@@ -296,15 +306,13 @@ def apply_payment_succeeded(intent: dict) -> str:
 
 
 def apply_payment_failed(intent: dict) -> str:
-    """Mark the attempt failed; the purchase stays payable. A failure of an attempt that a later
-    one replaced, or of a purchase already paid, changes nothing."""
+    """Mark the attempt failed; the purchase stays payable. Only the failure of the purchase's
+    current PaymentIntent counts: an earlier attempt's, or one of a paid purchase, changes nothing
+    (a declined attempt the page already reported has no stored id to match)."""
     purchase = _purchase_named_by(intent)
     if purchase is None:
         return "ignored: unknown purchase"
-    if purchase.status != "pending" or purchase.stripe_payment_intent_id not in (
-        None,
-        intent["id"],
-    ):
+    if purchase.status != "pending" or purchase.stripe_payment_intent_id != intent["id"]:
         return "ignored: superseded"
     error = intent.get("last_payment_error") or {}
     default = "The payment was canceled." if intent.get("status") == "canceled" else None
@@ -367,49 +375,45 @@ def _purchase_disputed_by(dispute: dict) -> Purchase | None:
     return _purchase_paid_by(intent_id)
 
 
+def _post_dispute_movement(purchase: Purchase, dispute: dict, *, won: bool) -> bool:
+    """Debit the disputed amount (or, once won, give it back) under the dispute's own key."""
+    amount = int(dispute.get("amount") or 0)
+    _, created = ledger.post_entry(
+        account_id=purchase.account_id,
+        kind="dispute",
+        amount_nanocredits=cents_to_nanos(amount) if won else -cents_to_nanos(amount),
+        idempotency_key=f"dispute:{dispute['id']}:won" if won else f"dispute:{dispute['id']}",
+        reference_type="dispute",
+        reference_id=dispute["id"],
+    )
+    if created:
+        purchase.disputed_cents = max(purchase.disputed_cents + (-amount if won else amount), 0)
+        ledger.flag_if_negative(purchase.account_id)
+        db.session.flush()
+    return created
+
+
 def apply_dispute_created(dispute: dict) -> str:
     """A chargeback: suspend the account (audited) and debit the disputed amount, once."""
     purchase = _purchase_disputed_by(dispute)
     if purchase is None:
         return _flag(None, None, f"dispute {dispute.get('id')} of an unknown charge")
-    amount = int(dispute.get("amount") or 0)
-    _, created = ledger.post_entry(
-        account_id=purchase.account_id,
-        kind="dispute",
-        amount_nanocredits=-cents_to_nanos(amount),
-        idempotency_key=f"dispute:{dispute['id']}",
-        reference_type="dispute",
-        reference_id=dispute["id"],
-    )
-    if created:
-        purchase.disputed_cents += amount
-        ledger.flag_if_negative(purchase.account_id)
+    created = _post_dispute_movement(purchase, dispute, won=False)
     account = db.session.get(Account, purchase.account_id, with_for_update=True)
     if account.is_active_account:
         account_service.suspend(account, reason=DISPUTE_REASON, actor_id=None)
-    db.session.flush()
     return "account suspended, amount debited" if created else "already applied"
 
 
 def apply_dispute_closed(dispute: dict) -> str:
-    """A dispute won gives the debited amount back, once; a lost one changes nothing more."""
+    """A dispute won gives the debited amount back, once; a lost one changes nothing more.
+    The account stays suspended until an admin lifts it."""
     if dispute.get("status") != "won":
         return f"dispute {dispute.get('status')}"
     purchase = _purchase_disputed_by(dispute)
     if purchase is None:
         return _flag(None, None, f"dispute {dispute.get('id')} of an unknown charge")
-    amount = int(dispute.get("amount") or 0)
-    _, created = ledger.post_entry(
-        account_id=purchase.account_id,
-        kind="dispute",
-        amount_nanocredits=cents_to_nanos(amount),
-        idempotency_key=f"dispute:{dispute['id']}:won",
-        reference_type="dispute",
-        reference_id=dispute["id"],
-    )
-    if created:
-        purchase.disputed_cents = max(purchase.disputed_cents - amount, 0)
-        db.session.flush()
+    created = _post_dispute_movement(purchase, dispute, won=True)
     return "amount credited back" if created else "already applied"
 
 
@@ -446,7 +450,7 @@ def reconcile_payments(*, actor_id: int | None = None, now: datetime | None = No
     expire purchases left unpaid for 24 hours. Returns the run's record; a Stripe failure is
     recorded in it (and nothing is expired, since successes could not be checked)."""
     now = now or utcnow()
-    run = ReconciliationRun(actor_id=actor_id, started_at=now)
+    run = ReconciliationRun(actor_id=actor_id, started_at=now, findings=[])
     db.session.add(run)
     db.session.flush()
     try:
@@ -456,8 +460,20 @@ def reconcile_payments(*, actor_id: int | None = None, now: datetime | None = No
             if intent.get("status") != "succeeded" or "purchase_id" not in metadata:
                 continue  # not paid, or not one of OneKey's purchases
             outcome = apply_payment_succeeded(intent)
-            run.credited += outcome == "credited"
-            run.flagged += outcome.startswith("flagged:") and "already" not in outcome
+            if outcome == "already credited" or outcome.startswith("flagged: already"):
+                continue
+            if outcome == "credited":
+                run.credited += 1
+            else:
+                run.flagged += 1
+            run.findings = [
+                *run.findings,
+                {
+                    "payment_intent": intent["id"],
+                    "purchase": metadata["purchase_id"],
+                    "outcome": outcome,
+                },
+            ]
     except stripe.StripeError as exc:
         run.error = f"{type(exc).__name__}: {exc.user_message or exc}"[:500]
     else:

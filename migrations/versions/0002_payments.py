@@ -32,6 +32,7 @@ def upgrade():
         sa.Column("credited", sa.Integer(), nullable=False),
         sa.Column("flagged", sa.Integer(), nullable=False),
         sa.Column("expired", sa.Integer(), nullable=False),
+        sa.Column("findings", sa.JSON(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["actor_id"], ["accounts.id"], name=op.f("fk_reconciliation_runs_actor_id_accounts")
