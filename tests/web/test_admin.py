@@ -20,14 +20,6 @@ ADMIN_PATHS = [
 ]
 
 
-@pytest.fixture
-def admin(app, make_account):
-    make_account("admin@example.com", admin=True)
-    browser = Browser(app.test_client())
-    browser.login("admin@example.com")
-    return browser
-
-
 @pytest.mark.parametrize(("method", "path"), ADMIN_PATHS)
 def test_admin_pages_are_404_to_anonymous_and_customers(app, make_account, method, path):
     make_account("customer@example.com")

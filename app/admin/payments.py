@@ -1,0 +1,254 @@
+"""Admin pages for money from Stripe: purchases, webhook events, flags, reconciliation."""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import func, or_, select
+
+from app.admin import bp
+from app.admin.forms import ReasonForm
+from app.extensions import db
+from app.models import Account, Purchase, ReconciliationRun, StripeEvent
+from app.models.purchases import PURCHASE_STATUSES
+from app.services.accounts import record_audit
+from app.services.payments import display_dollars
+from app.tasks import stripe_events as stripe_tasks
+
+PAGE_SIZE = 50
+FLAGGED_LIMIT = 200
+RECONCILIATION_RUNS_SHOWN = 10
+
+
+@bp.context_processor
+def money_helpers() -> dict:
+    return {"dollars": display_dollars}
+
+
+def _is_fragment_request() -> bool:
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _page() -> int:
+    return max(request.args.get("page", 1, type=int) or 1, 1)
+
+
+def _paged(query, order_by, page: int):
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.execute(
+        query.order_by(*order_by).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+    ).all()
+    return rows, total, max(1, -(-total // PAGE_SIZE))
+
+
+# Purchases.
+
+
+@bp.get("/purchases")
+def purchases():
+    status = request.args.get("status", "")
+    if status not in PURCHASE_STATUSES:
+        status = ""
+    page = _page()
+    query = select(Purchase, Account.email).join(Account, Account.id == Purchase.account_id)
+    if status:
+        query = query.where(Purchase.status == status)
+    rows, total, pages = _paged(query, (Purchase.created_at.desc(), Purchase.id.desc()), page)
+    context = {
+        "purchases": rows,
+        "status": status,
+        "statuses": PURCHASE_STATUSES,
+        "page": page,
+        "pages": pages,
+        "total": total,
+    }
+    if _is_fragment_request():
+        return render_template("admin/partials/purchases_table.html", **context)
+    return render_template("admin/purchases.html", **context)
+
+
+# Webhook events.
+
+
+def _needs_attention():
+    return or_(StripeEvent.processed_at.is_(None), StripeEvent.error.is_not(None))
+
+
+def _webhooks_context(problems: bool, page: int) -> dict:
+    query = select(StripeEvent)
+    if problems:
+        query = query.where(_needs_attention())
+    rows, total, pages = _paged(
+        query, (StripeEvent.received_at.desc(), StripeEvent.id.desc()), page
+    )
+    return {
+        "events": [row[0] for row in rows],
+        "problems": problems,
+        "page": page,
+        "pages": pages,
+        "total": total,
+    }
+
+
+@bp.get("/webhooks")
+def webhooks():
+    context = _webhooks_context(request.args.get("problems", "") == "1", _page())
+    if _is_fragment_request():
+        return render_template("admin/partials/webhooks_table.html", **context)
+    return render_template("admin/webhooks.html", **context)
+
+
+def _webhook_answer(event: StripeEvent, message: str, category: str, status: int = 200):
+    if _is_fragment_request():
+        return render_template(
+            "admin/partials/webhook_row.html", event=event, notice=(category, message)
+        ), status
+    flash(message, category)
+    if status == 200:
+        return redirect(url_for("admin.webhooks"))
+    return render_template("admin/webhooks.html", **_webhooks_context(False, 1)), status
+
+
+@bp.post("/webhooks/<event_id>/retry")
+def retry_webhook(event_id: str):
+    """Queue an event again. Only one that failed or never ran: the handlers credit once per
+    ledger key whatever happens, and a cleanly processed event has nothing left to do."""
+    event = db.session.scalar(
+        select(StripeEvent).where(StripeEvent.id == event_id).with_for_update()
+    )
+    if event is None:
+        abort(404)
+    if event.processed_at is not None and event.error is None:
+        db.session.rollback()
+        return _webhook_answer(
+            event,
+            f"{event.id} was processed without error; there is nothing to retry.",
+            "error",
+            409,
+        )
+    previous_error = event.error
+    event.processed_at = None
+    event.error = None
+    record_audit(
+        actor_id=current_user.id,
+        action="stripe_event.retry",
+        target_account_id=None,
+        details={"event": event.id, "error": previous_error},
+    )
+    db.session.commit()
+    stripe_tasks.enqueue_stripe_event(event.id)
+    return _webhook_answer(event, f"{event.id} is queued again.", "success")
+
+
+# Flags.
+
+
+def _flagged_context(**extra) -> dict:
+    accounts = db.session.scalars(
+        select(Account)
+        .where(Account.flagged_reason.is_not(None))
+        .order_by(Account.id.desc())
+        .limit(FLAGGED_LIMIT)
+    ).all()
+    purchases = db.session.execute(
+        select(Purchase, Account.email)
+        .join(Account, Account.id == Purchase.account_id)
+        .where(Purchase.status == "flagged")
+        .order_by(Purchase.created_at.desc(), Purchase.id.desc())
+        .limit(FLAGGED_LIMIT)
+    ).all()
+    return {
+        "accounts": accounts,
+        "purchases": purchases,
+        "form": ReasonForm(formdata=None),
+        "failed_id": None,
+        "failed_form": None,
+        **extra,
+    }
+
+
+@bp.get("/flagged")
+def flagged():
+    return render_template("admin/flagged.html", **_flagged_context())
+
+
+def _clear_flag_answer(account: Account, form: ReasonForm, status: int, message: str | None):
+    if _is_fragment_request():
+        return render_template(
+            "admin/partials/flagged_account_row.html",
+            account=account,
+            form=ReasonForm(formdata=None),
+            failed_id=account.id if status != 200 else None,
+            failed_form=form,
+            notice=message,
+        ), status
+    if status == 200:
+        flash(message, "success")
+        return redirect(url_for("admin.flagged"))
+    if message:
+        flash(message, "error")
+    context = _flagged_context(failed_id=account.id, failed_form=form)
+    return render_template("admin/flagged.html", **context), status
+
+
+@bp.post("/accounts/<int:account_id>/clear-flag")
+def clear_flag(account_id: int):
+    account = db.session.get(Account, account_id, with_for_update=True)
+    if account is None:
+        abort(404)
+    form = ReasonForm()
+    if not form.validate_on_submit():
+        db.session.rollback()
+        return _clear_flag_answer(account, form, 400, None)
+    if account.flagged_reason is None:
+        db.session.rollback()
+        return _clear_flag_answer(account, form, 409, f"{account.email} is not flagged.")
+    record_audit(
+        actor_id=current_user.id,
+        action="account.clear_flag",
+        target_account_id=account.id,
+        reason=form.reason.data,
+        details={"flag": account.flagged_reason},
+    )
+    account.flagged_reason = None
+    db.session.commit()
+    return _clear_flag_answer(account, form, 200, f"The flag on {account.email} is cleared.")
+
+
+# Reconciliation.
+
+
+def _reconciliation_context(**extra) -> dict:
+    runs = db.session.scalars(
+        select(ReconciliationRun)
+        .order_by(ReconciliationRun.started_at.desc(), ReconciliationRun.id.desc())
+        .limit(RECONCILIATION_RUNS_SHOWN)
+    ).all()
+    actor_ids = {run.actor_id for run in runs if run.actor_id is not None}
+    actors = {}
+    if actor_ids:
+        actors = dict(
+            db.session.execute(
+                select(Account.id, Account.email).where(Account.id.in_(actor_ids))
+            ).all()
+        )
+    return {"runs": runs, "actors": actors, "notice": None, **extra}
+
+
+@bp.get("/reconciliation")
+def reconciliation():
+    return render_template("admin/reconciliation.html", **_reconciliation_context())
+
+
+@bp.post("/reconciliation/run")
+def run_reconciliation():
+    record_audit(actor_id=current_user.id, action="reconciliation.run", target_account_id=None)
+    db.session.commit()
+    stripe_tasks.enqueue_reconciliation(actor_id=current_user.id)
+    message = "Reconciliation queued."
+    if _is_fragment_request():
+        return render_template(
+            "admin/partials/reconciliation_runs.html", **_reconciliation_context(notice=message)
+        )
+    flash(message, "success")
+    return redirect(url_for("admin.reconciliation"))
