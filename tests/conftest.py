@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from tests.helpers import TEST_PASSWORD, Browser  # noqa: E402
+from tests.stripe_emulator import stripe, stripe_emulator  # noqa: E402,F401  (fixtures)
 
 
 def _postgres_database(base_url: str):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
+from contextlib import contextmanager
+
+from werkzeug.serving import make_server
 
 CSRF_INPUT = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
@@ -48,3 +52,17 @@ class Browser:
 
     def logout(self):
         return self.post_form("/dashboard", {}, action="/logout")
+
+
+@contextmanager
+def serve_in_thread(app):
+    """The app served on 127.0.0.1 on a free port, in a thread of this process; yields its URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -8,11 +8,11 @@ system one (/usr/bin/chromium, or $ONEKEY_CHROMIUM): Playwright's own browsers a
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
+
+from tests.helpers import serve_in_thread
 
 CHROMIUM = os.environ.get("ONEKEY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -29,15 +29,8 @@ DEFAULT_TIMEOUT_MS = 10_000
 @pytest.fixture(scope="session")
 def live_server(app):
     """The app served on 127.0.0.1 on a free port; yields its base URL (no trailing slash)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
