@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from flask import Flask, g, render_template, request
+from flask import Flask, g, render_template
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
@@ -67,7 +67,9 @@ def register_web_hooks(app: Flask) -> None:
 
     @app.before_request
     def assign_request_id() -> None:
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(12)
+        # Always ours: the id keys a request's slot in the per-account concurrency limit, so a
+        # client-chosen one would let every request share one slot.
+        g.request_id = secrets.token_hex(12)
 
     @app.after_request
     def security_headers(response):

@@ -244,3 +244,37 @@ def test_invalid_keys_throttle_the_address(live_server, catalog):
     response = post(live_server, headers={"Authorization": "Bearer ok-" + "C" * 43})
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_concurrent_requests_per_account_whatever_request_id_the_client_sends(app, fakes, catalog):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.proxy.conftest import LiveServer, make_funded_key
+
+    server = LiveServer(app, fakes, MAX_CONCURRENT_PER_ACCOUNT="2")
+    server.start()
+    try:
+        key, _, _ = make_funded_key(app, "5")
+        slow = {
+            **BODY,
+            "stream": True,
+            "messages": [{"role": "user", "content": "x [[fake:slow=400 chunks=4]]"}],
+        }
+
+        def call(_):
+            # Every request claims the same id: it must not let them share one slot.
+            headers = {"Authorization": f"Bearer {key}", "X-Request-Id": "same-id"}
+            response = post(server, headers=headers, json=slow)
+            return response.status_code, response.headers.get("Retry-After")
+
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(call, range(6)))
+        assert sorted(status for status, _ in answers) == [200, 200, 429, 429, 429, 429]
+        assert all(wait == "1" for status, wait in answers if status == 429)
+        ids = {post(server, headers={"Authorization": f"Bearer {key}"}).headers["x-request-id"]}
+        assert "same-id" not in ids
+    finally:
+        server.stop()
+    assert open_holds(app) == 0
+    with app.app_context():
+        assert check_invariants() == []
