@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Protocol
 
@@ -424,6 +424,12 @@ def settle(app: Flask, exchange: Exchange, relay: Relay | None, status: str) -> 
     if status != "upstream_error":
         if usage is not None:
             status = "ok" if relay.usage_complete else "partial"
+            if not relay.usage_complete:
+                # Counts seen before the end (Anthropic's message_start says 1 output token) lag
+                # what was delivered, and the provider bills all it generated.
+                delivered = estimate_output_tokens(relay.delivered_bytes)
+                if delivered > usage.output:
+                    usage = replace(usage, output=delivered)
         elif relay is not None and relay.delivered_bytes:
             status = "estimated"
             usage = Usage(

@@ -166,12 +166,41 @@ def test_upstream_drop_mid_stream_bills_proven_usage(
     wait_for_settlement(app, account_id)
     record = last_record(app, account_id)
     call = fakes.last_call(provider)
+    delivered_tokens = -(-len("".join(received).encode()) // 4)
     if call.usage_reported:
         assert record.status == "partial"
+        assert record.output_tokens >= delivered_tokens  # never less than what was delivered
     else:
         assert record.status == "estimated"
-        assert record.output_tokens == -(-len("".join(received).encode()) // 4)
+        assert record.output_tokens == delivered_tokens
     assert record.cost_nanocredits > 0
+    assert balance(app, account_id) == 5_000_000_000 - record.cost_nanocredits
+    ledger_is_consistent(app)
+
+
+def test_native_anthropic_stream_cut_short_bills_at_least_what_was_delivered(
+    app, live_server, fakes, funded_key
+):
+    key, account_id, _ = funded_key("5")
+    client = anthropic.Anthropic(
+        base_url=f"{live_server.url}/anthropic", api_key=key, max_retries=0
+    )
+    received = []
+    with (
+        pytest.raises(anthropic.APIError),
+        client.messages.stream(
+            model="claude-haiku-4-5",
+            max_tokens=500,
+            messages=[{"role": "user", "content": "x [[fake:drop=30 chunks=40]]"}],
+        ) as stream,
+    ):
+        received.extend(stream.text_stream)
+    assert len(received) == 30
+    wait_for_settlement(app, account_id)
+    record = last_record(app, account_id)
+    # message_start reported 1 output token; thirty deltas were delivered after it.
+    assert record.status == "partial"
+    assert record.output_tokens == -(-len("".join(received).encode()) // 4) > 1
     assert balance(app, account_id) == 5_000_000_000 - record.cost_nanocredits
     ledger_is_consistent(app)
 
