@@ -469,3 +469,10 @@ def test_reloading_during_three_d_secure_asks_for_it_again(app, shop):
     reloaded = shop.browser.get(f"/credits/{purchase_id}").get_data(as_text=True)
     assert shop.intent_secret(reloaded) == intent_secret
     assert "data-client-secret" not in reloaded  # no second card form, no second charge
+
+
+def test_reconciliation_without_stripe_settings_does_nothing(app_ctx):
+    from app.tasks.stripe_events import reconcile_payments_job
+
+    assert reconcile_payments_job() == {"skipped": "STRIPE_SECRET_KEY is not set"}
+    assert db.session.scalar(select(func.count()).select_from(ReconciliationRun)) == 0
