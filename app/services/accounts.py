@@ -237,10 +237,15 @@ def suspend(account: Account, *, reason: str, actor_id: int | None) -> None:
 
 
 def unsuspend(account: Account, *, reason: str, actor_id: int | None) -> None:
-    """Lift a suspension. Raises AccountError without a reason or when not suspended."""
+    """Lift a suspension.
+
+    Raises AccountError without a reason, when not suspended, or when the actor is the account.
+    """
     reason = _clean_reason(reason)
     if account.status != "suspended":
         raise AccountError({"status": f"The account is {account.status}, not suspended."})
+    if actor_id is not None and actor_id == account.id:
+        raise AccountError({"status": "You cannot lift your own suspension."})
     _change_status(account, "active", reason, actor_id, "account.unsuspend")
 
 

@@ -31,6 +31,34 @@ def test_admin_pages_are_404_to_anonymous_and_customers(app, make_account, metho
         assert response.status_code == 404
 
 
+def test_a_suspended_admin_gets_the_same_404(app, make_account):
+    make_account("boss@example.com", admin=True)
+    admin_id = make_account("admin@example.com", admin=True)
+    with app.app_context():
+        from app.services.accounts import suspend
+
+        suspend(db.session.get(Account, admin_id), reason="left the team", actor_id=None)
+        db.session.commit()
+    suspended = Browser(app.test_client())
+    # A suspended account may still sign in, to see its balance and status.
+    assert suspended.login("admin@example.com").status_code == 302
+    for method, path in ADMIN_PATHS:
+        assert getattr(suspended.client, method)(path).status_code == 404
+
+
+def test_an_admin_cannot_lift_their_own_suspension(app, make_account):
+    admin_id = make_account("admin@example.com", admin=True)
+    with app.app_context():
+        from app.services.accounts import AccountError, suspend, unsuspend
+
+        account = db.session.get(Account, admin_id)
+        suspend(account, reason="left the team", actor_id=None)
+        with pytest.raises(AccountError, match="your own suspension"):
+            unsuspend(account, reason="I am back", actor_id=admin_id)
+        assert account.status == "suspended"
+        db.session.rollback()
+
+
 def test_accounts_list_search_and_status_filter(app, admin, make_account):
     make_account("alice@example.com")
     bob = make_account("bob@example.com")
