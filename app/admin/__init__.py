@@ -1,7 +1,20 @@
+import re
+
 from flask import Blueprint, abort, request
 from flask_login import current_user
 
-bp = Blueprint("admin", __name__)
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _in_admin_area() -> bool:
+    # By path as well as by blueprint: routing answers a missing slash (308), doubled slashes (308)
+    # and a wrong method (405) before any blueprint is known, and each would reveal the area.
+    path = re.sub(r"/{2,}", "/", request.path)
+    return (
+        request.blueprint == bp.name
+        or path == bp.url_prefix
+        or path.startswith(f"{bp.url_prefix}/")
+    )
 
 
 @bp.before_app_request
@@ -11,7 +24,7 @@ def require_admin() -> None:
     Registered app-wide and ahead of the CSRF check, so even a post without a token cannot tell
     that an admin URL exists.
     """
-    if request.blueprint == bp.name and not (
+    if _in_admin_area() and not (
         current_user.is_authenticated and current_user.is_admin and current_user.is_active_account
     ):
         abort(404)

@@ -31,6 +31,34 @@ def test_admin_pages_are_404_to_anonymous_and_customers(app, make_account, metho
         assert response.status_code == 404
 
 
+# URLs that routing itself would answer (a missing slash, doubled slashes, a wrong method) before
+# the blueprint is known.
+ADMIN_ROUTING_PATHS = [
+    ("get", "/admin"),
+    ("get", "/admin//accounts"),
+    ("get", "/admin/accounts/1/suspend"),
+    ("put", "/admin/accounts"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTING_PATHS)
+def test_admin_urls_routing_would_answer_are_404_too(app, make_account, admin, method, path):
+    make_account("customer@example.com")
+    anonymous = app.test_client()
+    customer = Browser(app.test_client())
+    customer.login("customer@example.com")
+    for client in (anonymous, customer.client):
+        assert getattr(client, method)(path).status_code == 404
+    # An admin is simply sent on.
+    assert getattr(admin.client, method)(path).status_code in (308, 405)
+
+
+def test_admin_without_the_slash_leads_an_admin_to_the_accounts(admin):
+    response = admin.get("/admin", follow_redirects=True)
+    assert response.status_code == 200
+    assert response.request.path == "/admin/accounts"
+
+
 def test_a_suspended_admin_gets_the_same_404(app, make_account):
     make_account("boss@example.com", admin=True)
     admin_id = make_account("admin@example.com", admin=True)
