@@ -59,6 +59,9 @@ MODEL_PREFIXES = {
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 # Set by the server when it is asked to stop: open streams end, bill what was proven, settle.
 shutting_down = threading.Event()
+# How long a stopping server keeps reading a Gemini stream for Google's final counts (Google bills
+# the whole generation); below gunicorn's default graceful timeout of 30 s.
+SHUTDOWN_DRAIN_SECONDS = 20
 
 
 @dataclass
@@ -558,6 +561,7 @@ def stream_response(
         try:
             while True:
                 if shutting_down.is_set():
+                    outcome = "shutdown"
                     raise ProxyError(
                         "upstream_error", "The gateway is restarting; retry the request."
                     )
@@ -589,15 +593,19 @@ def stream_response(
             if tail:
                 yield b"".join(tail)
         except ProxyError as error:
-            outcome = "partial"
+            outcome = "shutdown" if outcome == "shutdown" else "partial"
             yield stream_error_event(error, exchange.dialect)
         except GeneratorExit:
             outcome = "client_disconnect"
             raise
         finally:
             try:
-                if not completed and drain_on_disconnect and outcome == "client_disconnect":
-                    _drain(events, relay, read_timeout)
+                if not completed and drain_on_disconnect:
+                    if outcome == "client_disconnect":
+                        _drain(events, relay, read_timeout)
+                    elif outcome == "shutdown":
+                        # Within the graceful stop: what is not read by then stays partial.
+                        _drain(events, relay, read_timeout, SHUTDOWN_DRAIN_SECONDS)
                 hang_up(response, reader)
             finally:
                 settle(app, exchange, relay, "ok")
@@ -633,11 +641,18 @@ def hang_up(response: requests.Response, reader: threading.Thread) -> None:
         log.warning("upstream connection did not close cleanly", exc_info=True)
 
 
-def _drain(events: queue.Queue, relay: Relay, read_timeout: float) -> None:
-    """Read a stream the client left to its end, keeping only the usage it reports."""
+def _drain(
+    events: queue.Queue, relay: Relay, read_timeout: float, within: float | None = None
+) -> None:
+    """Read a stream the client left to its end (or for `within` seconds at most), keeping only
+    the usage it reports."""
+    deadline = None if within is None else time.monotonic() + within
     while True:
+        wait = read_timeout if deadline is None else min(read_timeout, deadline - time.monotonic())
+        if wait <= 0:
+            return
         try:
-            item = events.get(timeout=read_timeout)
+            item = events.get(timeout=wait)
         except queue.Empty:
             return
         if item is None or isinstance(item, Exception):

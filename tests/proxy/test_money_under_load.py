@@ -156,6 +156,38 @@ def test_graceful_shutdown_settles_open_streams(app, fakes, catalog):
         assert check_invariants() == []
 
 
+def test_graceful_shutdown_reads_a_gemini_stream_to_googles_final_counts(app, fakes, catalog):
+    server = LiveServer(app, fakes, WEB_GRACEFUL_TIMEOUT="25")
+    server.start()
+    key, account_id, _ = make_funded_key(app, "5")
+    received: list[bytes] = []
+
+    def read_stream():
+        with requests.post(
+            f"{server.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            headers={"x-goog-api-key": key},
+            json={"contents": [{"parts": [{"text": "x [[fake:slow=200 chunks=20]]"}]}]},
+            stream=True,
+            timeout=60,
+        ) as response:
+            for line in response.iter_lines():
+                received.append(line)
+
+    reader = threading.Thread(target=read_stream)
+    reader.start()
+    deadline = time.monotonic() + 20
+    while len(received) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.stop(signal.SIGTERM)
+    reader.join(timeout=30)
+    call = fakes.wait_for_calls(1, timeout=30)[0]
+    assert call.completed  # the stopping server read the generation to its end
+    with app.app_context():
+        record = db.session.scalar(select(UsageRecord).where(UsageRecord.account_id == account_id))
+        assert record.output_tokens == call.usage_reported["candidatesTokenCount"]
+        assert check_invariants() == []
+
+
 def test_keepalives_only_after_upstream_answered(live_server, funded_key):
     key, _, _ = funded_key("5")
     with requests.post(
