@@ -30,6 +30,7 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
         app.config.from_object(config_for_environment())
         app.config.update(config or {})
     _resolve_secrets(app)
+    _check_public_base_url(app)
     _configure_database(app)
     _configure_logging(app)
 
@@ -75,6 +76,11 @@ def _resolve_secrets(app: Flask) -> None:
         if not app.config.get("GENERATE_MISSING_SECRETS"):
             raise RuntimeError(f"{name} must be set in production")
         app.config[name] = instance_secret(name)
+
+
+def _check_public_base_url(app: Flask) -> None:
+    if app.config.get("REQUIRE_PUBLIC_BASE_URL") and not app.config.get("PUBLIC_BASE_URL"):
+        raise RuntimeError("PUBLIC_BASE_URL must be set in production")
 
 
 def _configure_database(app: Flask) -> None:

@@ -45,6 +45,8 @@ class Config:
     REDIS_URL = os.environ.get("REDIS_URL") or embedded_redis_url()
 
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
+    # Without it, emailed links follow the request's Host header, which a client can forge.
+    REQUIRE_PUBLIC_BASE_URL = False
     PROXY_FIX_HOPS = _int("PROXY_FIX_HOPS", 0)
     SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL", "support@1key4ai.com")
     MAIL_SMTP_URL = os.environ.get("MAIL_SMTP_URL", "")
@@ -106,6 +108,7 @@ class DevelopmentConfig(Config):
 class ProductionConfig(Config):
     ENV_NAME = "production"
     GENERATE_MISSING_SECRETS = False
+    REQUIRE_PUBLIC_BASE_URL = True
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_SECURE = True
     PREFERRED_URL_SCHEME = "https"

@@ -119,6 +119,11 @@ def logout():
     return redirect(url_for("public.home"))
 
 
+def _link_base_url() -> str:
+    """Where emailed links point: PUBLIC_BASE_URL (required in production), else this request's host."""
+    return (current_app.config["PUBLIC_BASE_URL"] or request.host_url).rstrip("/")
+
+
 @bp.route("/password/forgot", methods=["GET", "POST"])
 def forgot_password():
     form = ForgotPasswordForm()
@@ -130,8 +135,7 @@ def forgot_password():
             return render_template("auth/forgot_password.html", form=form), 400
         account = accounts.account_by_email(email)
         if account is not None and account.status != "terminated":
-            base_url = current_app.config["PUBLIC_BASE_URL"] or request.host_url.rstrip("/")
-            enqueue_password_reset(account.id, base_url)
+            enqueue_password_reset(account.id, _link_base_url())
         flash(
             "If an account uses that address, we have sent it a link to reset the password.",
             "info",

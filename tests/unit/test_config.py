@@ -25,10 +25,23 @@ def test_production_refuses_to_start_without_secrets():
         create_app(ProductionWithoutKeySecret)
 
 
+def test_production_refuses_to_start_without_a_public_base_url():
+    """Emailed links are built from it; without it they would follow the request's Host header."""
+
+    class Production(ProductionConfig):
+        SECRET_KEY = "a"
+        KEY_HASH_SECRET = "b"
+        PUBLIC_BASE_URL = ""
+
+    with pytest.raises(RuntimeError, match="PUBLIC_BASE_URL must be set in production"):
+        create_app(Production)
+
+
 def test_production_cookies_are_secure():
     class Production(ProductionConfig):
         SECRET_KEY = "a"
         KEY_HASH_SECRET = "b"
+        PUBLIC_BASE_URL = "https://onekey.example"
 
     app = create_app(Production)
     assert app.config["SESSION_COOKIE_SECURE"] is True

@@ -9,7 +9,7 @@ from rq import SimpleWorker
 
 from app.extensions import db, get_queue
 from app.models import Account
-from tests.helpers import TEST_PASSWORD
+from tests.helpers import TEST_PASSWORD, csrf_token_from
 
 SIGN_IN_FAILED = "That email and password do not match an account."
 
@@ -156,6 +156,26 @@ def test_password_reset_by_emailed_link(app, browser, make_account, caplog):
     assert browser.login("user@example.com", "a brand new passphrase").status_code == 302
     # The link works once.
     assert browser.get(link).status_code == 302
+
+
+def test_reset_link_uses_the_public_base_url_whatever_the_host_header(
+    app, browser, make_account, caplog, monkeypatch
+):
+    monkeypatch.setitem(app.config, "PUBLIC_BASE_URL", "https://onekey.example")
+    make_account("user@example.com")
+    token = csrf_token_from(browser.get("/password/forgot").get_data(as_text=True))
+    # The session (which the CSRF token is checked against) goes along to the forged host.
+    cookie = browser.client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    browser.client.set_cookie(cookie.key, cookie.value, domain="attacker.example")
+    response = browser.client.post(
+        "/password/forgot",
+        data={"csrf_token": token, "email": "user@example.com"},
+        headers={"Host": "attacker.example"},
+    )
+    assert response.status_code == 302
+    mail = _run_mail_jobs(app, caplog)
+    assert "https://onekey.example/password/reset/" in mail
+    assert "attacker.example" not in mail
 
 
 def test_password_reset_does_not_reveal_unknown_addresses(app, browser, caplog):
