@@ -17,9 +17,14 @@ from app.auth.forms import (
 )
 from app.extensions import db, get_redis
 from app.services import accounts, throttle
-from app.tasks.mail import enqueue_password_reset
+from app.tasks.mail import enqueue_password_reset, enqueue_signup_attempt_notice
 
 SIGN_IN_FAILED = "That email and password do not match an account."
+# The same whether or not the address has an account; its owner is told by email instead.
+SIGNUP_REFUSED = (
+    "We could not create an account with these details. "
+    "If you already have one, sign in or reset your password."
+)
 TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Try again in {minutes} minutes."
 
 
@@ -56,6 +61,10 @@ def signup():
                 age_confirmed=form.age_confirmed.data,
                 terms_accepted=form.terms_accepted.data,
             )
+        except accounts.EmailTaken as exc:
+            db.session.rollback()
+            form.form_errors.append(SIGNUP_REFUSED)
+            enqueue_signup_attempt_notice(exc.account_id, _link_base_url())
         except accounts.AccountError as exc:
             db.session.rollback()
             _form_errors(form, exc.errors)

@@ -64,6 +64,14 @@ class AccountError(ValueError):
         self.errors = errors
 
 
+class EmailTaken(AccountError):
+    """Sign-up for an address that has an account; `account_id` is that account's."""
+
+    def __init__(self, account_id: int):
+        super().__init__({"email": "An account with this email address already exists."})
+        self.account_id = account_id
+
+
 def normalise_email(raw: str) -> str:
     """The canonical form of an address; raises AccountError for a malformed one."""
     raw = (raw or "").strip()
@@ -106,7 +114,8 @@ def register(
 ) -> Account:
     """Create an account for someone who attests to being 18+ and accepts the Terms.
 
-    Raises AccountError with every problem found; nothing is written then.
+    Raises AccountError with every problem found, or EmailTaken when the input is otherwise good
+    but the address has an account; nothing is written then.
     """
     errors: dict[str, str] = {}
     try:
@@ -120,10 +129,12 @@ def register(
         errors["age_confirmed"] = "You must be at least 18 years old to use OneKey."
     if not terms_accepted:
         errors["terms_accepted"] = "You must accept the Terms of Service."
-    if "email" not in errors and account_by_email(email) is not None:
-        errors["email"] = "An account with this email address already exists. Sign in instead."
     if errors:
         raise AccountError(errors)
+    # Only once the rest is good: a taken address with bad input gets the answer a free one gets.
+    existing = account_by_email(email)
+    if existing is not None:
+        raise EmailTaken(existing.id)
     now = utcnow()
     account = Account(
         email=email,

@@ -31,12 +31,29 @@ def send_password_reset_job(account_id: int, base_url: str) -> None:
     )
 
 
-def enqueue_password_reset(account_id: int, base_url: str) -> None:
-    get_queue("default").enqueue(
-        send_password_reset_job,
-        account_id,
-        base_url,
-        result_ttl=0,
-        failure_ttl=24 * 3600,
-        retry=MAIL_RETRY,
+def send_signup_attempt_notice_job(account_id: int, base_url: str) -> None:
+    """Tell an address's owner that someone tried to sign up with it (the page did not say so)."""
+    account = db.session.get(Account, account_id)
+    if account is None or account.status == "terminated":
+        return
+    send_email(
+        current_app.config,
+        account.email,
+        "Someone tried to sign up to OneKey with your address",
+        "Someone tried to create a OneKey account with this email address, which already has one.\n\n"
+        f"If it was you, sign in at {base_url}/login, or reset your password at "
+        f"{base_url}/password/forgot.\n\n"
+        "If it was not you, ignore this message; nothing about your account has changed.",
     )
+
+
+def enqueue_password_reset(account_id: int, base_url: str) -> None:
+    _enqueue(send_password_reset_job, account_id, base_url)
+
+
+def enqueue_signup_attempt_notice(account_id: int, base_url: str) -> None:
+    _enqueue(send_signup_attempt_notice_job, account_id, base_url)
+
+
+def _enqueue(job, *args) -> None:
+    get_queue("default").enqueue(job, *args, result_ttl=0, failure_ttl=24 * 3600, retry=MAIL_RETRY)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import re
-
-from rq import SimpleWorker
 
 from app.extensions import db, get_queue
 from app.models import Account
@@ -138,18 +135,11 @@ def test_password_change_needs_the_current_password(app, browser, make_account):
         assert db.session.get(Account, account_id).password_hash == before
 
 
-def _run_mail_jobs(app, caplog) -> str:
-    with app.app_context(), caplog.at_level(logging.INFO, logger="onekey.mail"):
-        queue = get_queue("default")
-        SimpleWorker([queue], connection=queue.connection).work(burst=True)
-    return caplog.text
-
-
-def test_password_reset_by_emailed_link(app, browser, make_account, caplog):
+def test_password_reset_by_emailed_link(browser, make_account, run_mail_jobs):
     make_account("user@example.com")
     response = browser.post_form("/password/forgot", {"email": "user@example.com"})
     assert response.status_code == 302
-    mail = _run_mail_jobs(app, caplog)
+    mail = run_mail_jobs()
     link = re.search(r"http://localhost(/password/reset/\S+)", mail).group(1)
     response = browser.post_form(link, {"password": "a brand new passphrase"})
     assert response.status_code == 302
@@ -159,7 +149,7 @@ def test_password_reset_by_emailed_link(app, browser, make_account, caplog):
 
 
 def test_reset_link_uses_the_public_base_url_whatever_the_host_header(
-    app, browser, make_account, caplog, monkeypatch
+    app, browser, make_account, run_mail_jobs, monkeypatch
 ):
     monkeypatch.setitem(app.config, "PUBLIC_BASE_URL", "https://onekey.example")
     make_account("user@example.com")
@@ -173,7 +163,7 @@ def test_reset_link_uses_the_public_base_url_whatever_the_host_header(
         headers={"Host": "attacker.example"},
     )
     assert response.status_code == 302
-    mail = _run_mail_jobs(app, caplog)
+    mail = run_mail_jobs()
     assert "https://onekey.example/password/reset/" in mail
     assert "attacker.example" not in mail
 

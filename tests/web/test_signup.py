@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from app.auth.views import SIGNUP_REFUSED
 from app.config import TERMS_VERSION
-from app.extensions import db
-from app.models import Account
+from app.extensions import db, get_queue
+from app.models import Account, AuditLogEntry
+from tests.helpers import without_csrf_tokens
 
 
 def account_count(app) -> int:
@@ -59,12 +61,41 @@ def test_password_containing_the_email_is_refused(app, browser):
     assert account_count(app) == 0
 
 
-def test_duplicate_signup_is_refused(app, browser, make_account):
-    make_account("taken@example.com")
-    response = browser.signup("Taken@Example.com")
+def test_duplicate_signup_does_not_reveal_the_address_and_tells_its_owner(
+    app, browser, make_account, run_mail_jobs
+):
+    account_id = make_account("taken@example.com")
+    with app.app_context():
+        password_hash = db.session.get(Account, account_id).password_hash
+    response = browser.signup("Taken@Example.com", password="another long passphrase")
     assert response.status_code == 400
-    assert "already exists" in response.get_data(as_text=True)
-    assert account_count(app) == 1
+    page = response.get_data(as_text=True)
+    assert SIGNUP_REFUSED in page
+    assert "already exists" not in page and "Sign in instead" not in page
+    with app.app_context():
+        assert account_count(app) == 1
+        assert db.session.get(Account, account_id).password_hash == password_hash
+        assert db.session.scalar(select(func.count()).select_from(AuditLogEntry)) == 0
+        assert get_queue("default").count == 1
+    mail = run_mail_jobs()
+    assert mail.count("To: taken@example.com") == 1
+    assert "Someone tried to create a OneKey account with this email address" in mail
+    assert "/password/forgot" in mail
+
+
+def test_duplicate_signup_with_bad_input_gets_the_answer_a_new_address_gets(
+    app, browser, make_account
+):
+    make_account("taken@example.com")
+    taken = browser.signup("taken@example.com", password="short")
+    free = browser.signup("free@example.com", password="short")
+    assert taken.status_code == free.status_code == 400
+    assert SIGNUP_REFUSED not in taken.get_data(as_text=True)
+    assert without_csrf_tokens(taken.get_data(as_text=True)).replace(
+        "taken@example.com", "free@example.com"
+    ) == without_csrf_tokens(free.get_data(as_text=True))
+    with app.app_context():
+        assert get_queue("default").count == 0
 
 
 def test_signup_without_csrf_token_is_refused(app, client):
