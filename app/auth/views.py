@@ -64,7 +64,16 @@ def signup():
         except accounts.EmailTaken as exc:
             db.session.rollback()
             form.form_errors.append(SIGNUP_REFUSED)
-            enqueue_signup_attempt_notice(exc.account_id, _link_base_url())
+            config = current_app.config
+            # Repeated sign-ups must not turn the notice into a way to flood someone's inbox.
+            if throttle.within_limit(
+                get_redis(),
+                "signup-notice",
+                str(exc.account_id),
+                config["SIGNUP_NOTICE_MAX_PER_EMAIL"],
+                config["SIGNUP_NOTICE_WINDOW_SECONDS"],
+            ):
+                enqueue_signup_attempt_notice(exc.account_id, _link_base_url())
         except accounts.AccountError as exc:
             db.session.rollback()
             _form_errors(form, exc.errors)
@@ -142,8 +151,19 @@ def forgot_password():
         except accounts.AccountError as exc:
             _form_errors(form, exc.errors)
             return render_template("auth/forgot_password.html", form=form), 400
+        config = current_app.config
+        redis = get_redis()
+        window = config["PASSWORD_RESET_WINDOW_SECONDS"]
+        # Counted for every address, registered or not, and answered alike when over the limit:
+        # the limit stops the mail without telling anything.
+        per_address = throttle.within_limit(
+            redis, "reset-ip", _client_address(), config["PASSWORD_RESET_MAX_PER_IP"], window
+        )
+        per_email = throttle.within_limit(
+            redis, "reset-email", email, config["PASSWORD_RESET_MAX_PER_EMAIL"], window
+        )
         account = accounts.account_by_email(email)
-        if account is not None and account.status != "terminated":
+        if per_address and per_email and account is not None and account.status != "terminated":
             enqueue_password_reset(account.id, _link_base_url())
         flash(
             "If an account uses that address, we have sent it a link to reset the password.",

