@@ -1,12 +1,16 @@
 """gunicorn settings.
 
-Access logs never carry query strings: a key may travel as `?key=`. Workers are gevent by default:
-each relayed stream is a greenlet, so one process holds thousands of slow streams (bench/README.md
-has the measurements behind the choice); `WEB_WORKER_CLASS=gthread` switches to threads.
+Access logs never carry query strings (a key may travel as `?key=`) nor password-reset tokens,
+which travel in the path. Workers are gevent by default: each relayed stream is a greenlet, so one
+process holds thousands of slow streams (bench/README.md has the measurements behind the choice);
+`WEB_WORKER_CLASS=gthread` switches to threads.
 """
 
 import os
+import re
 import signal
+
+from gunicorn.glogging import Logger
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -22,6 +26,20 @@ graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "30"))
 accesslog = "-"
 # %(U)s is the path without the query string; %(q)s (the query) is deliberately left out.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%({x-request-id}o)s"'
+# A reset link's token is a credential for one hour, so the part of the path that holds it goes too.
+RESET_TOKEN_IN_PATH = re.compile(r"(/password/reset/)[^/]+")
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger with the password-reset token in a path replaced by [redacted]."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        atoms["U"] = RESET_TOKEN_IN_PATH.sub(r"\1[redacted]", atoms["U"] or "")
+        return atoms
+
+
+logger_class = RedactingLogger
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Several OneKey servers may run on one machine (tests, bench); a shared control socket would clash.
 control_socket_disable = True

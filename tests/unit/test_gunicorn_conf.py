@@ -1,0 +1,55 @@
+"""gunicorn's access log: no query strings, no password-reset tokens."""
+
+from __future__ import annotations
+
+import runpy
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from gunicorn.config import Config
+
+from app.config import PROJECT_ROOT
+
+SETTINGS = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
+
+
+def access_log_line(tmp_path, method: str, path: str, query: str = "") -> str:
+    """The line gunicorn's configured logger writes for one request."""
+    config = Config()
+    log_file = tmp_path / "access.log"
+    config.set("accesslog", str(log_file))
+    config.set("access_log_format", SETTINGS["access_log_format"])
+    config.set("logger_class", SETTINGS.get("logger_class", "gunicorn.glogging.Logger"))
+    logger = config.logger_class(config)
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "RAW_URI": f"{path}?{query}" if query else path,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    response = SimpleNamespace(status="200 OK", headers=[("X-Request-Id", "r1")], sent=10)
+    logger.access(response, SimpleNamespace(headers=[]), environ, timedelta(milliseconds=5))
+    for handler in logger.access_log.handlers:
+        handler.close()
+    return log_file.read_text()
+
+
+def test_query_strings_are_left_out(tmp_path):
+    line = access_log_line(tmp_path, "POST", "/v1/chat/completions", "key=ok-secretsecret")
+    assert '"POST /v1/chat/completions HTTP/1.1" 200' in line
+    assert "secretsecret" not in line
+
+
+@pytest.mark.parametrize("path", ["/password/reset/eyJpZCI6MX0.Z1.sig", "//password/reset/tok.en"])
+def test_reset_tokens_are_redacted(tmp_path, path):
+    line = access_log_line(tmp_path, "GET", path)
+    assert "/password/reset/[redacted]" in line
+    assert path.rsplit("/", 1)[1] not in line
+
+
+def test_other_paths_are_logged_as_they_are(tmp_path):
+    line = access_log_line(tmp_path, "GET", "/password/forgot")
+    assert '"GET /password/forgot HTTP/1.1"' in line
