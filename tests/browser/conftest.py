@@ -26,6 +26,13 @@ CHROMIUM_ARGS = [
 DEFAULT_TIMEOUT_MS = 10_000
 
 
+def _skip_or_fail_in_ci(reason: str) -> None:
+    # CI sets CI=true; a browser test skipped there would pass the run without having run.
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}, and CI needs the browser tests to run", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def live_server(app):
     """The app served on 127.0.0.1 on a free port; yields its base URL (no trailing slash)."""
@@ -35,10 +42,13 @@ def live_server(app):
 
 @pytest.fixture(scope="session")
 def chromium():
-    """One headless Chromium for the whole run."""
+    """One headless Chromium for the whole run; skipped without one, except in CI, where it fails."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        _skip_or_fail_in_ci(f"no Chromium at {CHROMIUM}")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _skip_or_fail_in_ci("Playwright is not installed")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
