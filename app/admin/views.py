@@ -13,6 +13,7 @@ from app.models import Account, ApiKey, AuditLogEntry, LedgerEntry
 from app.models.accounts import ACCOUNT_STATUSES
 from app.models.types import utcnow
 from app.services import accounts as account_service
+from app.services.search import contains
 
 PAGE_SIZE = 50
 SEARCH_MAX = 254
@@ -32,9 +33,7 @@ def accounts():
     page = max(request.args.get("page", 1, type=int) or 1, 1)
     query = select(Account)
     if search:
-        # % and _ in the search are characters to find, not wildcards.
-        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Account.email.ilike(f"%{escaped}%", escape="\\"))
+        query = query.where(contains(Account.email, search))
     if status:
         query = query.where(Account.status == status)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))

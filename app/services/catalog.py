@@ -13,6 +13,7 @@ from app.models import CatalogModel, ModelPrice
 from app.models.catalog import PRICE_CLASSES, PROVIDERS
 from app.models.types import utcnow
 from app.services.pricing import sell_price, usd_per_mtok_to_nanos
+from app.services.search import contains
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "catalog" / "models.json"
 
@@ -132,8 +133,10 @@ def enabled_models(provider: str | None = None, search: str | None = None) -> li
     if provider:
         query = query.where(CatalogModel.provider == provider)
     if search:
-        pattern = f"%{search.strip().lower()}%"
-        query = query.where(CatalogModel.model_id.ilike(pattern) | CatalogModel.name.ilike(pattern))
+        search = search.strip()
+        query = query.where(
+            contains(CatalogModel.model_id, search) | contains(CatalogModel.name, search)
+        )
     return list(db.session.scalars(query.order_by(CatalogModel.provider, CatalogModel.model_id)))
 
 

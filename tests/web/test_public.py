@@ -94,6 +94,13 @@ def test_pricing_filters_by_provider_and_search(client, catalog):
     assert client.get("/pricing?provider=<script>&q=" + "x" * 5000).status_code == 200
 
 
+@pytest.mark.parametrize("search", ["%", "_", "gpt_5", "gpt%nano", "\\"])
+def test_pricing_search_treats_wildcards_as_characters(client, catalog, search):
+    page = client.get("/pricing", query_string={"q": search}).get_data(as_text=True)
+    assert "No model matches" in page
+    assert "gpt-5-nano" not in page
+
+
 def test_disabled_models_are_not_priced(app, client, catalog):
     with app.app_context():
         model = db.session.scalar(select(CatalogModel).where(CatalogModel.model_id == "o3"))
