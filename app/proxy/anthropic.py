@@ -2,14 +2,15 @@
 
 Added on the way up: `max_tokens` when the client set none, and `metadata.user_id` (the opaque
 per-account id). Usage comes from `message_start`, then from `message_delta`, whose counts are
-cumulative and replace the earlier ones.
+cumulative and replace the earlier ones. Refused before any hold: any tool but a plain custom
+tool (server tools such as web search are billed apart from the tokens; errors.UNPRICEABLE).
 """
 
 from __future__ import annotations
 
 import json
 
-from app.proxy.errors import ProxyError
+from app.proxy.errors import ProxyError, unpriceable
 from app.proxy.metering import (
     PricedModel,
     Usage,
@@ -21,6 +22,29 @@ from app.proxy.sse import Event
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+# A custom tool (run by the client, billed as tokens) has no `type` or type "custom". Any other
+# type is an Anthropic-defined tool; server tools by their type's prefix -> errors.UNPRICEABLE.
+CUSTOM_TOOL_TYPES = (None, "custom")
+SERVER_TOOL_FEATURES = {
+    "web_search_": "web_search",
+    "code_execution_": "code_execution",
+}
+
+
+def refuse_server_tools(body: dict) -> None:
+    """A 400 for the first tool that is not a plain custom tool (DESIGN.md, "Money")."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return
+    for i, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind in CUSTOM_TOOL_TYPES:
+            continue
+        feature = "provider_tool"
+        for prefix, name in SERVER_TOOL_FEATURES.items():
+            if isinstance(kind, str) and kind.startswith(prefix):
+                feature = name
+        raise unpriceable(feature, f"tools.{i}.type: {kind!r}")
 
 
 def validate_messages(body: dict) -> None:
@@ -30,6 +54,7 @@ def validate_messages(body: dict) -> None:
     if "stream" in body and not isinstance(body["stream"], bool):
         raise ProxyError("invalid_request", "stream: must be a boolean.")
     output_limit(body)
+    refuse_server_tools(body)
 
 
 def output_limit(body: dict) -> int | None:

@@ -47,6 +47,33 @@ OPENAI_ERROR_TYPES = {
 }
 
 
+# What the catalogue cannot price (DESIGN.md, "Money"): features the provider bills apart from
+# the token counts OneKey meters. Every route refuses a request using one, before any hold, with
+# `unpriceable`; the provider modules only map their own spellings onto these.
+UNPRICEABLE: dict[str, str] = {
+    "web_search": "web search is billed by the provider per use and OneKey cannot price it",
+    "maps": "Google Maps grounding is billed by the provider per use and OneKey cannot price it",
+    "file_search": (
+        "file search is billed by the provider per call and for storage, and OneKey cannot price it"
+    ),
+    "code_execution": (
+        "code execution runs on the provider's side, which bills it apart from the tokens, and "
+        "OneKey cannot price it"
+    ),
+    "image_generation": (
+        "image generation is billed by the provider per image and OneKey cannot price it"
+    ),
+    "provider_tool": (
+        "OneKey can price only tools your application defines and runs (function tools); the "
+        "provider's own tools may be billed apart from the tokens, which OneKey cannot price"
+    ),
+    "service_tier": (
+        "service tiers other than the default are billed at rates the catalogue does not hold, "
+        "so OneKey cannot price them"
+    ),
+}
+
+
 @dataclass
 class ProxyError(Exception):
     """A refusal or failure, rendered in whatever dialect the route speaks."""
@@ -65,6 +92,16 @@ class ProxyError(Exception):
     @property
     def status(self) -> int:
         return self.status_override or CONDITIONS[self.condition][0]
+
+
+def unpriceable(feature: str, subject: str, param: str | None = None) -> ProxyError:
+    """The 400 for a request using something the catalogue cannot price (see UNPRICEABLE).
+
+    `subject` names what the request set, as the route's dialect spells parameters.
+    """
+    return ProxyError(
+        "invalid_request", f"{subject} is not supported: {UNPRICEABLE[feature]}.", param=param
+    )
 
 
 def upstream_client_error(status: int, message: str, headers: dict | None = None) -> ProxyError:

@@ -2,17 +2,36 @@
 
 Added on the way up: `generationConfig.maxOutputTokens` when the client set none. Stream chunks
 carry cumulative counts (some none); the gateway meters from the last chunk that has them.
+Refused before any hold: any tool but function declarations (Google Search grounding and the other
+tools Google runs are billed apart from the tokens; errors.UNPRICEABLE).
 """
 
 from __future__ import annotations
 
 import json
 
-from app.proxy.errors import ProxyError
+from app.proxy.errors import ProxyError, unpriceable
 from app.proxy.metering import PricedModel, Usage, usage_from_gemini
 from app.proxy.sse import Event
 
 VERSIONS = ("v1", "v1beta")
+# The one kind of tool the client runs (billed as tokens); every other key of a Tool object is a
+# tool Google runs -> errors.UNPRICEABLE feature (others are "provider_tool").
+FUNCTION_TOOL_KEYS = ("functionDeclarations", "function_declarations")
+GOOGLE_TOOL_FEATURES = {
+    "googleSearch": "web_search",
+    "google_search": "web_search",
+    "googleSearchRetrieval": "web_search",
+    "google_search_retrieval": "web_search",
+    "enterpriseWebSearch": "web_search",
+    "enterprise_web_search": "web_search",
+    "googleMaps": "maps",
+    "google_maps": "maps",
+    "fileSearch": "file_search",
+    "file_search": "file_search",
+    "codeExecution": "code_execution",
+    "code_execution": "code_execution",
+}
 
 
 def validate(body: dict) -> None:
@@ -24,6 +43,21 @@ def validate(body: dict) -> None:
         raise ProxyError("invalid_request", "generationConfig must be an object.")
     output_limit(body)
     candidate_count(body)
+    refuse_google_tools(body)
+
+
+def refuse_google_tools(body: dict) -> None:
+    """A 400 for the first tool other than function declarations (DESIGN.md, "Money")."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            continue
+        for name in tool:
+            if name not in FUNCTION_TOOL_KEYS:
+                feature = GOOGLE_TOOL_FEATURES.get(name, "provider_tool")
+                raise unpriceable(feature, f"tools[{i}].{name}")
 
 
 def _config_int(body: dict, name: str, maximum: int | None = None) -> int | None:

@@ -3,14 +3,16 @@
 Only three things change on the way up: streams always ask for usage, an output limit is set when
 the client set none, and the provider gets the opaque per-account id instead of anything of the
 customer's. On the way down, the usage chunk the client did not ask for is removed, and usage
-carries `cost` in credits.
+carries `cost` in credits. Refused before any hold, as the catalogue cannot price them
+(errors.UNPRICEABLE): `web_search_options`, xAI `search_parameters`, tools other than function and
+custom ones, and service tiers other than auto/default.
 """
 
 from __future__ import annotations
 
 import json
 
-from app.proxy.errors import ProxyError
+from app.proxy.errors import ProxyError, unpriceable
 from app.proxy.metering import PricedModel, Usage, cost_of, usage_from_openai, usage_from_responses
 from app.proxy.sse import Event, frame
 
@@ -23,6 +25,65 @@ def cost_in_credits(model: PricedModel, usage: Usage) -> float:
     """`usage.cost` as OpenRouter sends it: a JSON number of credits."""
     cost, _ = cost_of(model, usage)
     return round(cost / 1_000_000_000, 9)
+
+
+# Tool types that run in the client's application and bill as tokens; any other type runs on the
+# provider's side (DESIGN.md, "Money": what the catalogue cannot price is refused).
+CLIENT_TOOL_TYPES = ("function", "custom")
+# Hosted tool types (OpenAI and xAI) -> errors.UNPRICEABLE feature; others are "provider_tool".
+HOSTED_TOOL_FEATURES = {
+    "x_search": "web_search",
+    "file_search": "file_search",
+    "collections_search": "file_search",
+    "code_interpreter": "code_execution",
+    "code_execution": "code_execution",
+    "image_generation": "image_generation",
+}
+# The service tiers billed at the catalogue's prices.
+CATALOGUE_SERVICE_TIERS = (None, "auto", "default")
+
+
+def _hosted_tool_feature(kind: object) -> str:
+    if not isinstance(kind, str):
+        return "provider_tool"
+    if kind.startswith("web_search"):
+        return "web_search"  # web_search, web_search_preview, web_search_preview_2025_03_11
+    return HOSTED_TOOL_FEATURES.get(kind, "provider_tool")
+
+
+def refuse_hosted_tools(body: dict) -> None:
+    """A 400 for the first tool of a type other than function or custom (one with no type is
+    left to the provider, which refuses it)."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return
+    for i, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind is None or kind in CLIENT_TOOL_TYPES:
+            continue
+        raise unpriceable(
+            _hosted_tool_feature(kind), f"'tools[{i}]' of type {kind!r}", param=f"tools[{i}]"
+        )
+
+
+def refuse_service_tier(body: dict) -> None:
+    """Only the default tier is billed at the catalogue's prices (priority and flex are not)."""
+    tier = body.get("service_tier")
+    if tier not in CATALOGUE_SERVICE_TIERS:
+        raise unpriceable("service_tier", f"'service_tier' {tier!r}", param="service_tier")
+
+
+def refuse_unpriceable_chat(body: dict) -> None:
+    """Chat Completions fields the catalogue cannot price, for every provider's models."""
+    if body.get("web_search_options") is not None:
+        # Present at all, even {}, means "search the web".
+        raise unpriceable("web_search", "'web_search_options'", param="web_search_options")
+    search = body.get("search_parameters")
+    if search is not None and not (isinstance(search, dict) and search.get("mode") == "off"):
+        raise unpriceable(
+            "web_search", "'search_parameters' (xAI Live Search)", param="search_parameters"
+        )
+    refuse_hosted_tools(body)
 
 
 def _positive_int(body: dict, name: str, *, maximum: int | None = None) -> int | None:
@@ -62,6 +123,7 @@ def validate_chat(body: dict) -> None:
         )
     chat_output_limit(body)
     chat_choices(body)
+    refuse_unpriceable_chat(body)
 
 
 def wants_usage(body: dict) -> bool:
@@ -172,6 +234,8 @@ def validate_responses(body: dict) -> None:
     if "stream" in body and not isinstance(body["stream"], bool):
         raise ProxyError("invalid_request", "'stream' must be a boolean.", param="stream")
     responses_output_limit(body)
+    refuse_hosted_tools(body)
+    refuse_service_tier(body)
 
 
 def responses_output_limit(body: dict) -> int | None:

@@ -47,8 +47,6 @@ def is_unset(name: str, value: object) -> bool:
     """True when a parameter holds its no-op default (None, false, 0, {}, [] or ["text"])."""
     if value is None:
         return True
-    if name == "web_search_options":
-        return False  # present at all means "search the web"
     if value is False or value == {} or value == []:
         return True
     if name in ("presence_penalty", "frequency_penalty", "top_logprobs"):
@@ -322,7 +320,9 @@ def image_url_of(part: dict, param: str) -> str:
 
 
 def check_messages(body: dict) -> list[dict]:
-    validate_chat(body)  # messages is a non-empty array of objects, stream, limits, n
+    # messages is a non-empty array of objects, stream, limits, n; and nothing the catalogue
+    # cannot price (web_search_options, hosted tools: openai.refuse_unpriceable_chat).
+    validate_chat(body)
     for i, message in enumerate(body["messages"]):
         role = message.get("role")
         if role == "function":
@@ -463,7 +463,6 @@ ANTHROPIC_REFUSED = {
     "audio": "Anthropic models produce no audio",
     "modalities": "Anthropic models produce text only",
     "prediction": "Anthropic has no predicted outputs",
-    "web_search_options": "web search cannot be priced by this gateway",
     "verbosity": "Anthropic has no verbosity setting",
     "reasoning_effort": "extended thinking is offered on the /anthropic/v1/messages route",
     "moderation": "Anthropic has no moderation option",

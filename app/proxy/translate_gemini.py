@@ -50,7 +50,6 @@ GEMINI_REFUSED = {
     "audio": "audio output is not translated",
     "modalities": "only text output is translated",
     "prediction": "Gemini has no predicted outputs",
-    "web_search_options": "web search cannot be priced by this gateway",
     "verbosity": "Gemini has no verbosity setting",
     "moderation": "Gemini has no moderation option",
     "functions": "use 'tools'",

@@ -109,7 +109,9 @@ def chat_completions():
     else:
         translator = None
     if translator is not None:
-        translator.validate()
+        translator.validate()  # the translation sends no service tier, so none is refused
+    else:
+        openai.refuse_service_tier(body)
     estimate = Estimate(
         input_tokens=estimate_input_tokens(body, len(body["messages"])),
         requested_output=openai.chat_output_limit(body),
