@@ -22,7 +22,13 @@ worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "2000"))
 threads = int(os.environ.get("WEB_THREADS", "32"))
 # Streams may run for minutes: the worker heartbeat, not a request timeout, decides liveness.
 timeout = int(os.environ.get("WEB_TIMEOUT", "120"))
-graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "30"))
+# A stop lets a non-streaming call in flight finish, so that it is billed: up to the upstream read
+# timeout, with room to settle. Open streams end at once (Gemini's are read for their final counts).
+graceful_timeout = int(
+    os.environ.get(
+        "WEB_GRACEFUL_TIMEOUT", str(int(os.environ.get("UPSTREAM_READ_TIMEOUT", "300")) + 30)
+    )
+)
 accesslog = "-"
 # %(U)s is the path without the query string; %(q)s (the query) is deliberately left out.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%({x-request-id}o)s"'

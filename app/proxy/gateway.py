@@ -60,7 +60,7 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 # Set by the server when it is asked to stop: open streams end, bill what was proven, settle.
 shutting_down = threading.Event()
 # How long a stopping server keeps reading a Gemini stream for Google's final counts (Google bills
-# the whole generation); below gunicorn's default graceful timeout of 30 s.
+# the whole generation); well inside gunicorn's graceful timeout (gunicorn.conf.py).
 SHUTDOWN_DRAIN_SECONDS = 20
 
 

@@ -53,3 +53,12 @@ def test_reset_tokens_are_redacted(tmp_path, path):
 def test_other_paths_are_logged_as_they_are(tmp_path):
     line = access_log_line(tmp_path, "GET", "/password/forgot")
     assert '"GET /password/forgot HTTP/1.1"' in line
+
+
+def test_a_graceful_stop_outlasts_the_upstream_read_timeout(monkeypatch):
+    """A non-streaming call in flight when the server is told to stop finishes and is billed."""
+    monkeypatch.delenv("WEB_GRACEFUL_TIMEOUT", raising=False)
+    monkeypatch.setenv("UPSTREAM_READ_TIMEOUT", "300")
+    assert runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))["graceful_timeout"] > 300
+    monkeypatch.setenv("WEB_GRACEFUL_TIMEOUT", "20")
+    assert runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))["graceful_timeout"] == 20
