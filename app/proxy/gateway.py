@@ -275,6 +275,22 @@ def _refusal_402(
     )
 
 
+def admit(caller: Caller, model: PricedModel) -> None:
+    """The model allow-list and the per-key requests-per-minute limit, checked for every call
+    (metered or not); gives the connection back. Raises ProxyError 403 or 429."""
+    if caller.allowed_models is not None and model.model_id not in caller.allowed_models:
+        raise ProxyError("model_not_allowed", f"This API key may not use '{model.model_id}'.")
+    db.session.close()  # the model lookup's transaction ends before the Redis calls
+    limit = caller.rate_limit_rpm or current_app.config["RATE_LIMIT_RPM"]
+    wait = limits.take_request_slot(get_redis(), caller.key_id, limit)
+    if wait:
+        raise ProxyError(
+            "rate_limited",
+            "Too many requests for this API key; slow down.",
+            headers={"Retry-After": str(wait)},
+        )
+
+
 def open_exchange(
     *,
     dialect: str,
@@ -290,19 +306,8 @@ def open_exchange(
     model's maximum capped at what the account can afford.
     """
     config = current_app.config
-    if caller.allowed_models is not None and model.model_id not in caller.allowed_models:
-        raise ProxyError("model_not_allowed", f"This API key may not use '{model.model_id}'.")
-    db.session.close()  # the model lookup's transaction ends before the Redis calls
+    admit(caller, model)
     redis = get_redis()
-    wait = limits.take_request_slot(
-        redis, caller.key_id, caller.rate_limit_rpm or config["RATE_LIMIT_RPM"]
-    )
-    if wait:
-        raise ProxyError(
-            "rate_limited",
-            "Too many requests for this API key; slow down.",
-            headers={"Retry-After": str(wait)},
-        )
     request_id = g.request_id
     if not limits.enter_inflight(
         redis, caller.account_id, request_id, config["MAX_CONCURRENT_PER_ACCOUNT"]

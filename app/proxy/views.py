@@ -7,21 +7,20 @@ import json
 from flask import Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.extensions import db, get_redis
+from app.extensions import db
 from app.models import ApiKey
 from app.proxy import (
     anthropic,
     bp,
     gemini,
-    limits,
     openai,
     translate_anthropic,
     translate_gemini,
 )
 from app.proxy.errors import ANTHROPIC, GOOGLE, OPENAI, ProxyError
 from app.proxy.gateway import (
-    Caller,
     Estimate,
+    admit,
     authenticate,
     call_upstream,
     estimate_input_tokens,
@@ -33,7 +32,6 @@ from app.proxy.gateway import (
     stream_headers,
     stream_response,
 )
-from app.proxy.metering import PricedModel
 from app.proxy.upstream import UpstreamCall, error_from_response, send
 from app.services.catalog import enabled_models, price_table
 from app.services.money import NANOS_PER_CREDIT, nanos_to_credits
@@ -277,25 +275,6 @@ def _native_model(body_model, provider: str):
     return model
 
 
-def admit_unmetered(caller: Caller, model: PricedModel) -> None:
-    """The model allow-list and the per-key requests-per-minute limit, for a call that places no
-    hold (open_exchange applies the same two checks to metered calls); gives the connection back.
-
-    Raises ProxyError 403 or 429.
-    """
-    if caller.allowed_models is not None and model.model_id not in caller.allowed_models:
-        raise ProxyError("model_not_allowed", f"This API key may not use '{model.model_id}'.")
-    db.session.close()
-    limit = caller.rate_limit_rpm or current_app.config["RATE_LIMIT_RPM"]
-    wait = limits.take_request_slot(get_redis(), caller.key_id, limit)
-    if wait:
-        raise ProxyError(
-            "rate_limited",
-            "Too many requests for this API key; slow down.",
-            headers={"Retry-After": str(wait)},
-        )
-
-
 @bp.post("/anthropic/v1/messages")
 @proxy_errors(ANTHROPIC)
 def anthropic_messages():
@@ -339,7 +318,7 @@ def anthropic_count_tokens():
     body = read_json_body()
     caller = authenticate()
     model = _native_model(body.get("model"), "anthropic")
-    admit_unmetered(caller, model)
+    admit(caller, model)
     upstream = send(
         UpstreamCall(
             provider="anthropic",
