@@ -23,6 +23,8 @@ CONDITIONS: dict[str, tuple[int, str, str, str]] = {
     "upstream_error": (502, "upstream_error", "api_error", "UNAVAILABLE"),
     "provider_unavailable": (503, "provider_unavailable", "overloaded_error", "UNAVAILABLE"),
     "upstream_timeout": (504, "upstream_timeout", "timeout_error", "DEADLINE_EXCEEDED"),
+    # OneKey's own database or Redis did not answer in time: nothing was reserved; retry.
+    "gateway_unavailable": (503, "gateway_unavailable", "overloaded_error", "UNAVAILABLE"),
 }
 
 # For upstream 4xx answers passed on with their own status.
@@ -145,7 +147,7 @@ def error_response(error: ProxyError, dialect: str, request_id: str) -> Response
     for name, value in error.headers.items():
         response.headers[name] = value
     if error.status in NO_RETRY_STATUSES:
-        response.headers["x-should-retry"] = "false"
+        response.headers.setdefault("x-should-retry", "false")
     response.headers["x-request-id"] = request_id
     return response
 

@@ -21,6 +21,9 @@ from typing import Protocol
 
 import requests
 from flask import Flask, Response, current_app, g, request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy import select, update
 
 from app.extensions import db, get_redis
@@ -677,14 +680,34 @@ def limit_headers(exchange: Exchange) -> dict:
     return {}
 
 
+# OneKey's own stores failing to answer (database down, pool exhausted, Redis away).
+STORE_UNAVAILABLE = (
+    sqlalchemy_exc.OperationalError,
+    sqlalchemy_exc.InterfaceError,
+    sqlalchemy_exc.TimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+
+
 def proxy_errors(dialect: str) -> Callable:
-    """Decorator: a ProxyError raised by the view becomes the dialect's error response."""
+    """Decorator: a ProxyError raised by the view becomes the dialect's error response, and so
+    does a database or Redis that did not answer (a 503 the SDKs retry)."""
 
     def wrap(view):
         def wrapped(*args, **kwargs):
             try:
                 return view(*args, **kwargs)
             except ProxyError as error:
+                return error_response(error, dialect, g.request_id)
+            except STORE_UNAVAILABLE as exc:
+                log.warning("proxy request refused, a store is unavailable: %s", type(exc).__name__)
+                db.session.rollback()
+                error = ProxyError(
+                    "gateway_unavailable",
+                    "OneKey is briefly unable to serve this request; retry shortly.",
+                    headers={"Retry-After": "1", "x-should-retry": "true"},
+                )
                 return error_response(error, dialect, g.request_id)
 
         wrapped.__name__ = view.__name__

@@ -297,3 +297,58 @@ def test_wrong_operator_key_upstream_is_a_502_not_the_customers_400(app, catalog
         finally:
             server.stop()
     assert balance(app, account_id) == 5_000_000_000
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"},
+        {"REDIS_URL": "redis://127.0.0.1:1/0"},
+    ],
+)
+def test_onekeys_own_stores_away_is_a_retryable_503_in_each_dialect(app, fakes, catalog, store):
+    key, account_id, _ = make_funded_key(app, "5")
+    server = LiveServer(app, fakes, **store)
+    server.start()
+    try:
+        headers = {"Authorization": f"Bearer {key}", "x-api-key": key, "x-goog-api-key": key}
+        answers = {
+            "openai": requests.post(
+                f"{server.url}/v1/chat/completions",
+                headers=headers,
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=30,
+            ),
+            "anthropic": requests.post(
+                f"{server.url}/anthropic/v1/messages",
+                headers=headers,
+                json={
+                    "model": "claude-haiku-4-5",
+                    "max_tokens": 10,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+                timeout=30,
+            ),
+            "google": requests.post(
+                f"{server.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+                headers=headers,
+                json={"contents": [{"parts": [{"text": "hi"}]}]},
+                timeout=30,
+            ),
+        }
+    finally:
+        server.stop()
+    for dialect, response in answers.items():
+        assert response.status_code == 503, (dialect, response.text[:300])
+        assert response.headers["x-should-retry"] == "true"
+        assert response.headers["Retry-After"] == "1"
+        body = response.json()
+        if dialect == "openai":
+            assert body["error"]["code"] == "gateway_unavailable"
+        elif dialect == "anthropic":
+            assert body["type"] == "error" and body["error"]["type"] == "overloaded_error"
+        else:
+            assert body["error"]["status"] == "UNAVAILABLE"
+    assert fakes.calls_for() == []  # nothing went upstream
+    assert balance(app, account_id) == 5_000_000_000
+    ledger_is_consistent(app)
