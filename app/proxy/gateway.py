@@ -602,7 +602,9 @@ def stream_response(
                 yield b"".join(tail)
         except ProxyError as error:
             outcome = "shutdown" if outcome == "shutdown" else "partial"
-            yield stream_error_event(error, exchange.dialect)
+            # A relay whose stream is not SSE (Gemini's JSON array) frames the error itself.
+            frame_error = getattr(relay, "error_frame", None)
+            yield frame_error(error) if frame_error else stream_error_event(error, exchange.dialect)
         except GeneratorExit:
             outcome = "client_disconnect"
             raise

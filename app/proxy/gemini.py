@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from app.proxy.errors import ProxyError, unpriceable
+from app.proxy.errors import GOOGLE, ProxyError, error_body, stream_error_event, unpriceable
 from app.proxy.metering import PricedModel, Usage, usage_from_gemini
 from app.proxy.sse import Event
 
@@ -144,3 +144,13 @@ class GenerateRelay:
         if self.as_sse:
             return []
         return [b"]" if self._sent_any else b"[]"]
+
+    def error_frame(self, error: ProxyError) -> bytes:
+        """An error after the stream started: the last element of the JSON array, which it closes
+        (an SSE `data:` line would break the array)."""
+        if self.as_sse:
+            return stream_error_event(error, GOOGLE)
+        body = json.dumps(error_body(error, GOOGLE), separators=(",", ":")).encode()
+        prefix = b"," if self._sent_any else b"["
+        self._sent_any = True
+        return prefix + body + b"]"
