@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy import select, update
+from urllib3.exceptions import ReadTimeoutError
 
 from app.extensions import db, get_redis
 from app.models import Account, ApiKey, CatalogModel
@@ -539,6 +540,16 @@ def _read_upstream(response: requests.Response, events: queue.Queue) -> None:
         events.put(exc)
 
 
+def _is_read_timeout(exc: Exception) -> bool:
+    """Whether the upstream socket's read timed out: requests reports it mid-stream as a
+    ConnectionError around urllib3's ReadTimeoutError."""
+    if isinstance(exc, requests.Timeout):
+        return True
+    return isinstance(exc, requests.ConnectionError) and any(
+        isinstance(arg, ReadTimeoutError) for arg in exc.args
+    )
+
+
 def stream_response(
     exchange: Exchange,
     response: requests.Response,
@@ -591,6 +602,8 @@ def stream_response(
                         raise ProxyError("upstream_error", "The provider's stream ended early.")
                     break
                 if isinstance(item, Exception):
+                    if _is_read_timeout(item):
+                        raise ProxyError("upstream_timeout", "The provider stopped answering.")
                     raise ProxyError("upstream_error", "The provider's stream broke off.")
                 frames = relay.on_event(item)
                 if frames:

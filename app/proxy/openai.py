@@ -149,6 +149,22 @@ def chat_upstream_body(
     return upstream
 
 
+def openai_shaped_error(chunk: dict) -> dict:
+    """An in-stream error in OpenAI's shape. xAI sends `{"code": ..., "error": "<text>"}`, which
+    the openai SDK cannot read a message from."""
+    error = chunk.get("error")
+    if isinstance(error, dict):
+        return chunk
+    return {
+        "error": {
+            "message": str(error),
+            "type": "api_error",
+            "code": chunk.get("code") if isinstance(chunk.get("code"), str) else None,
+            "param": None,
+        }
+    }
+
+
 class ChatRelay:
     """Chat Completions from OpenAI or xAI, relayed to an OpenAI-dialect client."""
 
@@ -188,7 +204,7 @@ class ChatRelay:
         if chunk.get("error"):
             # An in-stream error from the provider: passed on, the stream is not complete.
             self.failed = True
-            return [frame(chunk)]
+            return [frame(openai_shaped_error(chunk))]
         report = chunk.get("usage")
         if isinstance(report, dict):
             self.usage = self._usage(report)

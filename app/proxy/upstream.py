@@ -141,7 +141,7 @@ def error_from_response(provider: str, response: requests.Response) -> ProxyErro
         # The operator's own credentials or billing failed upstream: not the customer's fault.
         return ProxyError("upstream_error", f"{name} refused the gateway's request.")
     if status == 408 or status == 504:
-        return ProxyError("upstream_timeout", f"{name}: {message}")
+        return ProxyError("upstream_timeout", f"{name}: {message}", headers=retry_headers)
     if 400 <= status < 500:
         return upstream_client_error(status, message)
     return ProxyError("upstream_error", f"{name} failed: {message}", headers=retry_headers)

@@ -12,8 +12,6 @@ with a one-second read timeout (hangs before and during a stream, quickly), one 
 sit behind a socket that never accepts (connect timeouts), one in front of `StubUpstream` (5xx
 answers with Retry-After, which the fakes only send on 429) and one with no provider configured
 (503). The slow cases run a whole answer and a stream (or all routes) at once.
-
-Known gateway bugs are strict xfails naming the suspect code; each still asserts DESIGN.md.
 """
 
 from __future__ import annotations
@@ -108,19 +106,9 @@ ROUTES = [
 STREAMS = [pytest.param(False, id="whole"), pytest.param(True, id="stream")]
 
 
-def route_params(bugs: dict[str, str] | None = None) -> list:
-    """ROUTES as parameters; a route named in `bugs` is a strict xfail with that reason."""
-    bugs = bugs or {}
-    return [
-        pytest.param(
-            route,
-            id=route.id,
-            marks=[pytest.mark.xfail(strict=True, reason=bugs[route.id])]
-            if route.id in bugs
-            else [],
-        )
-        for route in ROUTES
-    ]
+def route_params() -> list:
+    """ROUTES as parameters, each named by its id."""
+    return [pytest.param(route, id=route.id) for route in ROUTES]
 
 
 # --- the official SDKs as clients ----------------------------------------------------------------
@@ -750,12 +738,6 @@ def test_upstream_5xx_is_a_502_with_retry_after_passed_on(
     assert len(stub.requests) == before + 1  # the gateway made one call and did not retry
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upstream 504 becomes the gateway's 504 without the provider's Retry-After: "
-    "app/proxy/upstream.py error_from_response returns ProxyError('upstream_timeout') for "
-    "408/504 without headers=retry_headers",
-)
 @pytest.mark.parametrize("route", route_params())
 def test_upstream_504_is_a_504_with_retry_after_passed_on(
     app, stub_server, stub, funded_key, route
@@ -837,18 +819,6 @@ def test_upstream_hanging_mid_stream_is_an_in_stream_error_and_bills_what_arrive
     assert not call.completed and call.chunks_sent == 1  # the gateway hung up on the provider
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a read timeout mid-stream is reported as 502 upstream_error ('The provider's stream "
-    "broke off.') about half the time: the upstream socket's own read timeout "
-    "(UPSTREAM_READ_TIMEOUT) fires in the reader thread at the same moment as the relay's idle "
-    "watchdog, and app/proxy/gateway.py stream_response maps every exception the reader "
-    "(_read_upstream) queues to 'upstream_error' instead of mapping requests' ReadTimeout / "
-    "urllib3 ReadTimeoutError to 'upstream_timeout'. All eight routes at once, with the session "
-    "server's 3 s read timeout and 1 s keep-alives (the watchdog's ticks then lag the socket's "
-    "timer): 3 to 6 of the 8 get the wrong error in each run on SQLite/gthread, 7 or 8 on "
-    "PostgreSQL/gevent",
-)
 def test_upstream_hanging_mid_stream_is_reported_as_a_timeout_on_every_route(
     app, live_server, fakes, funded_key
 ):
@@ -954,14 +924,7 @@ def provider_error_check(route: Route):
 
 @pytest.mark.parametrize(
     "route",
-    route_params(
-        {
-            "chat-xai": "xAI's in-stream error {'code': ..., 'error': '<text>'} is relayed "
-            "verbatim on /v1/chat/completions (app/proxy/openai.py ChatRelay.on_event: "
-            "`if chunk.get('error'): return [frame(chunk)]`), not in the OpenAI dialect "
-            "{'error': {'message', 'type', 'code', 'param'}}: the SDK gets no error message"
-        }
-    ),
+    route_params(),
 )
 def test_provider_error_mid_stream_reaches_the_client_in_dialect_and_bills_proven_usage(
     app, live_server, fakes, funded_key, route
