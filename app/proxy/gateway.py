@@ -449,6 +449,8 @@ def settle(app: Flask, exchange: Exchange, relay: Relay | None, status: str) -> 
                 output=estimate_output_tokens(relay.delivered_bytes),
                 prompt_tokens=exchange.input_estimate,
             )
+        elif relay is not None and relay.failed:
+            status = "upstream_error"  # the provider's own error came first: nothing to bill
     usage = usage or Usage()
     cost, prices = cost_of(exchange.model, usage)
     elapsed = time.monotonic() - exchange.started

@@ -129,3 +129,35 @@ def test_usage_record_statuses_are_the_documented_ones(status):
     from app.models.usage import USAGE_STATUSES
 
     assert status in USAGE_STATUSES
+
+
+def test_a_provider_error_before_anything_was_delivered_is_an_upstream_error(app, make_account):
+    account_id = make_account("user@example.com")
+    hold_id, key_id = open_hold(app, account_id)
+    exchange = gateway.Exchange(
+        dialect="openai",
+        route="chat.completions",
+        caller=gateway.Caller(key_id, account_id, None, None, "opaque"),
+        model=MODEL,
+        request_id="req-1",
+        hold_id=hold_id,
+        input_estimate=100,
+        output_limit=50,
+        gateway_set_limit=False,
+        stream=True,
+    )
+
+    class Relay:  # the provider's in-stream error was the first thing it sent
+        usage = None
+        usage_complete = False
+        finished = False
+        failed = True
+        delivered_bytes = 0
+
+    with app.test_request_context():
+        assert gateway.settle(app, exchange, Relay(), "ok") == 0
+    with app.app_context():
+        record = db.session.scalar(select(UsageRecord))
+        assert (record.status, record.cost_nanocredits) == ("upstream_error", 0)
+        assert db.session.get(Hold, hold_id).status == "settled"
+        assert check_invariants() == []
