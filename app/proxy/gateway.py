@@ -230,9 +230,10 @@ IMAGE_PAYLOAD_KEYS = ("inlineData", "inline_data", "source", "image_url")
 
 
 def estimate_input_tokens(body: dict, messages: int) -> int:
-    """A bound on the prompt's tokens: UTF-8 bytes of every string in the body (no token is
-    shorter than a byte), a fixed allowance per image instead of its encoded bytes, and framing
-    allowances per message and per request."""
+    """A bound on the prompt's tokens: UTF-8 bytes of every string and number in the body, keys
+    included (a tool's JSON schema reaches the model whole; no token is shorter than a byte), a
+    fixed allowance per image instead of its encoded bytes, and framing allowances per message and
+    per request."""
     text_bytes = images = 0
     stack: list[object] = [body]
     while stack:
@@ -242,6 +243,8 @@ def estimate_input_tokens(body: dict, messages: int) -> int:
                 images += 1
             else:
                 text_bytes += len(item.encode())
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            text_bytes += len(repr(item))
         elif isinstance(item, dict):
             if (
                 item.get("type") in IMAGE_PART_TYPES
@@ -251,6 +254,7 @@ def estimate_input_tokens(body: dict, messages: int) -> int:
                 images += 1
                 item = {k: v for k, v in item.items() if k not in IMAGE_PAYLOAD_KEYS}
             stack.extend(item.values())
+            stack.extend(key for key in item if isinstance(key, str))
         elif isinstance(item, list):
             stack.extend(item)
     return (
