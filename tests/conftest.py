@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,7 @@ os.environ.pop("REDIS_URL", None)
 import pytest  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.exc import OperationalError  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
@@ -107,9 +109,19 @@ def _clean_state(request):
         db.session.rollback()
         tables = list(reversed(db.metadata.sorted_tables))
         if db.engine.dialect.name == "postgresql":
-            # One statement, so a live server's late write cannot land between two deletes.
+            # One statement, so a live server's late write cannot land between two deletes. That
+            # write (a settlement finishing after the test) may still deadlock with the table
+            # locks; PostgreSQL then cancels one of the two, and if it was this one, it is redone.
             names = ", ".join(f'"{table.name}"' for table in tables)
-            db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            for attempt in range(5):
+                try:
+                    db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+                    break
+                except OperationalError:
+                    db.session.rollback()
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.2)
         else:
             for table in tables:  # SQLite: BEGIN IMMEDIATE already serialises writers
                 db.session.execute(table.delete())
