@@ -14,6 +14,7 @@ from app.proxy.errors import ProxyError, unpriceable
 from app.proxy.metering import (
     PricedModel,
     Usage,
+    delivered_json_bytes,
     merge_anthropic_usage,
     usage_from_anthropic,
 )
@@ -99,8 +100,12 @@ class MessagesRelay:
         if isinstance(upstream.get("usage"), dict):
             self._take(upstream["usage"], final=True)
         for block in upstream.get("content") or []:
-            if isinstance(block, dict) and isinstance(block.get("text"), str):
+            if not isinstance(block, dict):
+                continue
+            if isinstance(block.get("text"), str):
                 self.delivered_bytes += len(block["text"].encode())
+            elif block.get("type") == "tool_use" and "input" in block:
+                self.delivered_bytes += delivered_json_bytes(block["input"])
         self.finished = True
         return upstream
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from app.proxy.errors import GOOGLE, ProxyError, error_body, stream_error_event, unpriceable
-from app.proxy.metering import PricedModel, Usage, usage_from_gemini
+from app.proxy.metering import PricedModel, Usage, delivered_json_bytes, usage_from_gemini
 from app.proxy.sse import Event
 
 VERSIONS = ("v1", "v1beta")
@@ -111,8 +111,14 @@ class GenerateRelay:
             if not isinstance(candidate, dict):
                 continue
             for part in (candidate.get("content") or {}).get("parts") or []:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                if not isinstance(part, dict):
+                    continue
+                if isinstance(part.get("text"), str):
                     self.delivered_bytes += len(part["text"].encode())
+                elif isinstance(part.get("functionCall"), dict):
+                    self.delivered_bytes += delivered_json_bytes(
+                        part["functionCall"].get("args", {})
+                    )
             if candidate.get("finishReason"):
                 self.finished = True
         if self.finished and self.usage is not None:

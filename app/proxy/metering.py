@@ -11,6 +11,7 @@ Provider usage is the truth (DESIGN.md, "Money"). The semantics differ by provid
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -89,6 +90,13 @@ def affordable_output_tokens(available: int, per_choice_price: int, choices: int
     if per_choice_price <= 0:
         return 2**31
     return max(0, (available * 1_000_000) // (per_choice_price * choices))
+
+
+def delivered_json_bytes(value: object) -> int:
+    """What a structured output (a tool call's arguments) delivered, as compact JSON bytes."""
+    if isinstance(value, str):
+        return len(value.encode())
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def estimate_output_tokens(delivered_bytes: int) -> int:

@@ -13,7 +13,14 @@ from __future__ import annotations
 import json
 
 from app.proxy.errors import ProxyError, unpriceable
-from app.proxy.metering import PricedModel, Usage, cost_of, usage_from_openai, usage_from_responses
+from app.proxy.metering import (
+    PricedModel,
+    Usage,
+    cost_of,
+    delivered_json_bytes,
+    usage_from_openai,
+    usage_from_responses,
+)
 from app.proxy.sse import Event, frame
 
 CHAT_PATH = "/chat/completions"
@@ -188,9 +195,18 @@ class ChatRelay:
             self.usage_complete = True
             report["cost"] = cost_in_credits(self.model, self.usage)
         for choice in upstream.get("choices") or []:
-            content = (choice.get("message") or {}).get("content")
+            message = choice.get("message") or {}
+            content = message.get("content")
             if isinstance(content, str):
                 self.delivered_bytes += len(content.encode())
+            for call in message.get("tool_calls") or []:
+                arguments = (
+                    (call.get("function") or {}).get("arguments")
+                    if isinstance(call, dict)
+                    else None
+                )
+                if arguments is not None:
+                    self.delivered_bytes += delivered_json_bytes(arguments)
         self.finished = True
         return upstream
 
@@ -288,7 +304,11 @@ class ResponsesRelay:
     def response_body(self, upstream: dict) -> dict:
         self._take_usage(upstream)
         for item in upstream.get("output") or []:
-            for part in item.get("content") or [] if isinstance(item, dict) else []:
+            if not isinstance(item, dict):
+                continue
+            if item.get("arguments") is not None:  # a function call's
+                self.delivered_bytes += delivered_json_bytes(item["arguments"])
+            for part in item.get("content") or []:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     self.delivered_bytes += len(part["text"].encode())
         self.finished = True

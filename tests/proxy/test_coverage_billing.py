@@ -304,37 +304,12 @@ def test_answer_without_usage_is_estimated_from_the_bytes_delivered(
     assert_estimated(app, record, text, len(NOUSAGE_PROMPT.split()))
 
 
-ZERO_BYTES = (
-    "so app/proxy/gateway.py:449 (settle) sees delivered_bytes == 0 and no usage, and records "
-    "status 'ok' with no tokens at zero cost instead of 'estimated'"
-)
-TOOL_BUGS = {
-    "chat": "ChatRelay.response_body (app/proxy/openai.py:190-193) counts message.content only, "
-    "not message.tool_calls[].function.arguments, toward delivered_bytes",
-    "responses": "ResponsesRelay.response_body (app/proxy/openai.py:289-293) counts output text "
-    "parts only, not a function_call item's arguments, toward delivered_bytes",
-    "messages": "MessagesRelay.response_body (app/proxy/anthropic.py:101-103) counts text blocks "
-    "only, not a tool_use block's input, toward delivered_bytes",
-    "gemini": "GenerateRelay._take (app/proxy/gemini.py:111-115) counts text parts only, not "
-    "functionCall parts, toward delivered_bytes (whole answers and streams alike)",
-}
-
-
-def _xfail(route: str):
-    reason = f"A tool call answered without usage is not billed: {TOOL_BUGS[route]}, {ZERO_BYTES}"
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @pytest.mark.parametrize(
     ("route", "model", "provider", "stream"),
     [
-        pytest.param(
-            "chat", "gpt-4o-mini", "openai", False, id="chat-openai-whole", marks=_xfail("chat")
-        ),
+        pytest.param("chat", "gpt-4o-mini", "openai", False, id="chat-openai-whole"),
         pytest.param("chat", "gpt-4o-mini", "openai", True, id="chat-openai-stream"),
-        pytest.param(
-            "chat", "grok-3-mini", "xai", False, id="chat-xai-whole", marks=_xfail("chat")
-        ),
+        pytest.param("chat", "grok-3-mini", "xai", False, id="chat-xai-whole"),
         pytest.param("chat", "claude-haiku-4-5", "anthropic", False, id="chat-anthropic-whole"),
         pytest.param("chat", "claude-haiku-4-5", "anthropic", True, id="chat-anthropic-stream"),
         pytest.param("chat", "gemini-2.5-flash", "gemini", False, id="chat-gemini-whole"),
@@ -345,7 +320,6 @@ def _xfail(route: str):
             "openai",
             False,
             id="responses-whole",
-            marks=_xfail("responses"),
         ),
         pytest.param("responses", "gpt-5-mini", "openai", True, id="responses-stream"),
         pytest.param(
@@ -354,15 +328,10 @@ def _xfail(route: str):
             "anthropic",
             False,
             id="messages-whole",
-            marks=_xfail("messages"),
         ),
         pytest.param("messages", "claude-haiku-4-5", "anthropic", True, id="messages-stream"),
-        pytest.param(
-            "gemini", "gemini-2.5-flash", "gemini", False, id="gemini-whole", marks=_xfail("gemini")
-        ),
-        pytest.param(
-            "gemini", "gemini-2.5-flash", "gemini", True, id="gemini-stream", marks=_xfail("gemini")
-        ),
+        pytest.param("gemini", "gemini-2.5-flash", "gemini", False, id="gemini-whole"),
+        pytest.param("gemini", "gemini-2.5-flash", "gemini", True, id="gemini-stream"),
     ],
 )
 def test_tool_call_without_usage_is_estimated_from_the_arguments_delivered(
