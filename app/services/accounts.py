@@ -225,7 +225,11 @@ def record_audit(
     return entry
 
 
-def _clean_reason(reason: str) -> str:
+def clean_reason(reason: str) -> str:
+    """The reason an admin gives for an audited action, stripped.
+
+    Raises AccountError (field "reason") when it is empty or longer than REASON_MAX.
+    """
     reason = (reason or "").strip()
     if not reason:
         raise AccountError({"reason": "Give a reason; it is recorded in the audit log."})
@@ -239,7 +243,7 @@ def suspend(account: Account, *, reason: str, actor_id: int | None) -> None:
 
     Raises AccountError without a reason or when the account is not active.
     """
-    reason = _clean_reason(reason)
+    reason = clean_reason(reason)
     if account.status != "active":
         raise AccountError({"status": f"The account is {account.status}, not active."})
     if actor_id is not None and actor_id == account.id:
@@ -252,7 +256,7 @@ def unsuspend(account: Account, *, reason: str, actor_id: int | None) -> None:
 
     Raises AccountError without a reason, when not suspended, or when the actor is the account.
     """
-    reason = _clean_reason(reason)
+    reason = clean_reason(reason)
     if account.status != "suspended":
         raise AccountError({"status": f"The account is {account.status}, not suspended."})
     if actor_id is not None and actor_id == account.id:
