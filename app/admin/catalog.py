@@ -1,0 +1,199 @@
+"""Admin pages for the model catalogue: enabling models, margins, sell prices.
+
+Prices are read from the database on every request (the proxy's `resolve_model`, /pricing,
+/v1/models), so an edit applies from the next request on.
+"""
+
+from __future__ import annotations
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app.admin import bp
+from app.admin.forms import MarginForm, ReasonForm, SellPriceForm
+from app.extensions import db
+from app.models import CatalogModel, ModelPrice
+from app.models.catalog import PRICE_CLASSES
+from app.services import catalog as catalog_service
+from app.services.money import nanos_to_credits
+from app.services.pricing import sell_price
+
+CLASS_LABELS = {
+    "input": "Input",
+    "cache_read": "Cached input",
+    "cache_write_5m": "Cache write 5m",
+    "cache_write_1h": "Cache write 1h",
+    "output": "Output",
+}
+
+
+def _ordered_prices(model: CatalogModel) -> list[ModelPrice]:
+    return sorted(
+        model.prices,
+        key=lambda p: (p.tier_threshold_tokens, PRICE_CLASSES.index(p.token_class)),
+    )
+
+
+def _price_label(price: ModelPrice) -> str:
+    label = f"{price.model.model_id} {CLASS_LABELS[price.token_class].lower()}"
+    if price.tier_threshold_tokens:
+        label += f" above {price.tier_threshold_tokens:,} prompt tokens"
+    return label
+
+
+def _catalogue_sell_price(price: ModelPrice) -> int:
+    """What the catalogue would sell this price at: list × the model's margin."""
+    margin = catalog_service.margin_for(price.model, current_app.config["MARGIN_BPS"])
+    return sell_price(price.list_price_nanos_per_mtok, margin)
+
+
+@bp.context_processor
+def catalog_helpers() -> dict:
+    return {
+        "class_labels": CLASS_LABELS,
+        "ordered_prices": _ordered_prices,
+        "catalogue_sell_price": _catalogue_sell_price,
+        "price_label": _price_label,
+        "plain_credits": nanos_to_credits,
+        "default_margin_bps": current_app.config["MARGIN_BPS"],
+    }
+
+
+def _is_fragment_request() -> bool:
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+@bp.get("/catalog")
+def catalog():
+    return render_template("admin/catalog.html", **_catalog_context())
+
+
+def _catalog_context(**extra) -> dict:
+    models = db.session.scalars(
+        select(CatalogModel)
+        .options(selectinload(CatalogModel.prices))
+        .order_by(CatalogModel.provider, CatalogModel.model_id)
+    ).all()
+    return {"models": models, "failed": None, "notice": None, **extra}
+
+
+def _answer(model: CatalogModel, status: int, message: str | None = None, failed=None):
+    """The model's section (HTMX), else a redirect with a flash, or the page with the errors."""
+    category = "success" if status == 200 else "error"
+    if _is_fragment_request():
+        return render_template(
+            "admin/partials/catalog_model.html",
+            model=model,
+            failed=failed,
+            notice=(category, message) if message else None,
+        ), status
+    if message:
+        flash(message, category)
+    if status == 200:
+        return redirect(url_for("admin.catalog", _anchor=f"catalog-model-{model.id}"))
+    return render_template("admin/catalog.html", **_catalog_context(failed=failed)), status
+
+
+def _apply(model: CatalogModel, form: ReasonForm, spot: str, change, done: str):
+    """Validate the form, make the change and commit; on bad input nothing is written."""
+    failed = {"spot": spot, "form": form}
+    if not form.validate_on_submit():
+        db.session.rollback()
+        return _answer(model, 400, failed=failed)
+    try:
+        change()
+    except catalog_service.CatalogError as exc:
+        db.session.rollback()
+        status = 409 if isinstance(exc, catalog_service.CatalogConflict) else 400
+        field = getattr(form, exc.field, None)
+        if field is None:
+            return _answer(model, status, str(exc), failed=failed)
+        field.errors = [*field.errors, str(exc)]
+        return _answer(model, status, failed=failed)
+    db.session.commit()
+    return _answer(model, 200, done)
+
+
+def _model_or_404(model_pk: int) -> CatalogModel:
+    model = db.session.get(CatalogModel, model_pk, with_for_update=True)
+    if model is None:
+        abort(404)
+    return model
+
+
+def _price_or_404(price_id: int) -> ModelPrice:
+    price = db.session.get(ModelPrice, price_id, with_for_update=True)
+    if price is None:
+        abort(404)
+    return price
+
+
+def _set_enabled(model_pk: int, enabled: bool):
+    model = _model_or_404(model_pk)
+    form = ReasonForm()
+    return _apply(
+        model,
+        form,
+        f"enabled-{model.id}",
+        lambda: catalog_service.set_model_enabled(
+            model, enabled, actor_id=current_user.id, reason=form.reason.data
+        ),
+        f"{model.model_id} is {'enabled' if enabled else 'disabled'}.",
+    )
+
+
+@bp.post("/catalog/models/<int:model_pk>/enable")
+def enable_model(model_pk: int):
+    return _set_enabled(model_pk, True)
+
+
+@bp.post("/catalog/models/<int:model_pk>/disable")
+def disable_model(model_pk: int):
+    return _set_enabled(model_pk, False)
+
+
+@bp.post("/catalog/models/<int:model_pk>/margin")
+def set_margin(model_pk: int):
+    model = _model_or_404(model_pk)
+    form = MarginForm()
+    return _apply(
+        model,
+        form,
+        f"margin-{model.id}",
+        lambda: catalog_service.set_model_margin(
+            model, form.margin_bps_value, actor_id=current_user.id, reason=form.reason.data
+        ),
+        f"The margin of {model.model_id} is set; its unedited prices follow it.",
+    )
+
+
+@bp.post("/catalog/prices/<int:price_id>/sell-price")
+def set_sell_price(price_id: int):
+    price = _price_or_404(price_id)
+    form = SellPriceForm()
+    return _apply(
+        price.model,
+        form,
+        f"price-{price.id}",
+        lambda: catalog_service.set_sell_price(
+            price, form.sell_nanos_per_mtok, actor_id=current_user.id, reason=form.reason.data
+        ),
+        f"{_price_label(price)}: the sell price is set and kept by catalogue syncs.",
+    )
+
+
+@bp.post("/catalog/prices/<int:price_id>/reset")
+def reset_price(price_id: int):
+    price = _price_or_404(price_id)
+    form = ReasonForm()
+    return _apply(
+        price.model,
+        form,
+        f"reset-{price.id}",
+        lambda: catalog_service.reset_price_to_catalogue(
+            price, actor_id=current_user.id, reason=form.reason.data
+        ),
+        f"{_price_label(price)}: back to the catalogue price.",
+    )
