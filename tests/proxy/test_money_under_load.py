@@ -116,23 +116,16 @@ def test_canary_in_prompts_is_never_stored_or_logged(app, live_server, fakes, fu
     assert CANARY not in live_server.logs()
 
 
-def test_graceful_shutdown_settles_open_streams(app, fakes, catalog):
-    server = LiveServer(app, fakes, WEB_GRACEFUL_TIMEOUT="20")
-    server.start()
-    key, account_id, _ = make_funded_key(app, "5")
+def stop_during_stream(
+    server, path: str, headers: dict, body: dict, lines: int
+) -> tuple[list[bytes], float]:
+    """Read a stream until `lines` lines arrived, stop the server gracefully (SIGTERM) while it
+    runs; returns every line the client got, and the seconds the stop took."""
     received: list[bytes] = []
 
     def read_stream():
         with requests.post(
-            f"{server.url}/v1/chat/completions",
-            headers={"Authorization": f"Bearer {key}"},
-            json={
-                "model": "gpt-4o-mini",
-                "stream": True,
-                "messages": [{"role": "user", "content": "x [[fake:slow=300 chunks=100]]"}],
-            },
-            stream=True,
-            timeout=60,
+            f"{server.url}{path}", headers=headers, json=body, stream=True, timeout=60
         ) as response:
             for line in response.iter_lines():
                 received.append(line)
@@ -140,12 +133,30 @@ def test_graceful_shutdown_settles_open_streams(app, fakes, catalog):
     reader = threading.Thread(target=read_stream)
     reader.start()
     deadline = time.monotonic() + 20
-    while len(received) < 6 and time.monotonic() < deadline:
+    while len(received) < lines and time.monotonic() < deadline:
         time.sleep(0.05)
     started = time.monotonic()
     server.stop(signal.SIGTERM)
     reader.join(timeout=30)
-    assert time.monotonic() - started < 20  # the stream ended well before the graceful timeout
+    return received, time.monotonic() - started
+
+
+def test_graceful_shutdown_settles_open_streams(app, fakes, catalog):
+    server = LiveServer(app, fakes, WEB_GRACEFUL_TIMEOUT="20")
+    server.start()
+    key, account_id, _ = make_funded_key(app, "5")
+    received, stop_seconds = stop_during_stream(
+        server,
+        "/v1/chat/completions",
+        {"Authorization": f"Bearer {key}"},
+        {
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "messages": [{"role": "user", "content": "x [[fake:slow=300 chunks=100]]"}],
+        },
+        lines=6,
+    )
+    assert stop_seconds < 20  # the stream ended well before the graceful timeout
     assert any(b"restarting" in line for line in received)  # told in-stream, in its dialect
     with app.app_context():
         hold = db.session.scalar(select(Hold).where(Hold.account_id == account_id))
@@ -160,26 +171,13 @@ def test_graceful_shutdown_reads_a_gemini_stream_to_googles_final_counts(app, fa
     server = LiveServer(app, fakes, WEB_GRACEFUL_TIMEOUT="25")
     server.start()
     key, account_id, _ = make_funded_key(app, "5")
-    received: list[bytes] = []
-
-    def read_stream():
-        with requests.post(
-            f"{server.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-            headers={"x-goog-api-key": key},
-            json={"contents": [{"parts": [{"text": "x [[fake:slow=200 chunks=20]]"}]}]},
-            stream=True,
-            timeout=60,
-        ) as response:
-            for line in response.iter_lines():
-                received.append(line)
-
-    reader = threading.Thread(target=read_stream)
-    reader.start()
-    deadline = time.monotonic() + 20
-    while len(received) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    server.stop(signal.SIGTERM)
-    reader.join(timeout=30)
+    stop_during_stream(
+        server,
+        "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        {"x-goog-api-key": key},
+        {"contents": [{"parts": [{"text": "x [[fake:slow=200 chunks=20]]"}]}]},
+        lines=4,
+    )
     call = fakes.wait_for_calls(1, timeout=30)[0]
     assert call.completed  # the stopping server read the generation to its end
     with app.app_context():
