@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import socket
@@ -45,6 +44,7 @@ from app.services.money import credits_to_nanos
 from tests.fakes.common import text_pieces
 from tests.proxy.billing import billed_classes, expected_cost, open_holds, wait_for_settlement
 from tests.proxy.conftest import PROJECT_ROOT, LiveServer
+from tests.proxy.exact import ceil_quarter, record_classes
 
 START_CREDITS = "5"
 START_NANOS = credits_to_nanos(START_CREDITS)
@@ -371,20 +371,6 @@ def settled(app, account_id: int, *, charged: bool, timeout: float = 15) -> Usag
                 assert record.status == "upstream_error"
         db.session.expunge_all()
         return record
-
-
-def record_classes(record: UsageRecord) -> dict[str, int]:
-    return {
-        "input": record.input_tokens,
-        "cache_read": record.cache_read_tokens,
-        "cache_write_5m": record.cache_write_5m_tokens,
-        "cache_write_1h": record.cache_write_1h_tokens,
-        "output": record.output_tokens,
-    }
-
-
-def ceil_quarter(text_value: str) -> int:
-    return math.ceil(len(text_value.encode()) / 4)
 
 
 def assert_billed_proven(
