@@ -53,7 +53,7 @@ control_socket_disable = True
 
 def post_worker_init(worker):
     """On a graceful stop (SIGTERM), open streams end at once, bill what was proven and settle."""
-    from app.proxy.gateway import shutting_down
+    from app.proxy.streaming import shutting_down
 
     previous = signal.getsignal(signal.SIGTERM)
 

@@ -30,8 +30,8 @@ from app.proxy.gateway import (
     proxy_errors,
     resolve_model,
     stream_headers,
-    stream_response,
 )
+from app.proxy.streaming import stream_response
 from app.proxy.upstream import UpstreamCall, error_from_response, send
 from app.services.catalog import enabled_models, price_table
 from app.services.money import NANOS_PER_CREDIT, nanos_to_credits

@@ -1,0 +1,185 @@
+"""Relaying an upstream stream to the client, and settling it on every path."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import requests
+from flask import Response, current_app
+from urllib3.exceptions import ReadTimeoutError
+
+from app.proxy.errors import ProxyError, stream_error_event
+from app.proxy.gateway import Exchange, settle
+from app.proxy.relay import Relay
+from app.proxy.sse import KEEPALIVE_FRAME, SSEParser
+
+log = logging.getLogger("onekey.proxy")
+
+# Set by the server when it is asked to stop: open streams end, bill what was proven, settle.
+shutting_down = threading.Event()
+# How long a stopping server keeps reading a Gemini stream for Google's final counts (Google bills
+# the whole generation); well inside gunicorn's graceful timeout (gunicorn.conf.py).
+SHUTDOWN_DRAIN_SECONDS = 20
+
+
+def _read_upstream(response: requests.Response, events: queue.Queue) -> None:
+    """Reader thread: parse upstream SSE into events; end with None or an exception."""
+    parser = SSEParser()
+    try:
+        for chunk in response.iter_content(chunk_size=None):
+            for event in parser.feed(chunk):
+                events.put(event)
+        for event in parser.flush():
+            events.put(event)
+        events.put(None)
+    except Exception as exc:  # the relay decides what a broken upstream means
+        events.put(exc)
+
+
+def _is_read_timeout(exc: Exception) -> bool:
+    """Whether the upstream socket's read timed out: requests reports it mid-stream as a
+    ConnectionError around urllib3's ReadTimeoutError."""
+    if isinstance(exc, requests.Timeout):
+        return True
+    return isinstance(exc, requests.ConnectionError) and any(
+        isinstance(arg, ReadTimeoutError) for arg in exc.args
+    )
+
+
+def stream_response(
+    exchange: Exchange,
+    response: requests.Response,
+    relay: Relay,
+    *,
+    drain_on_disconnect: bool,
+    keepalives: bool,
+    headers: dict,
+) -> Response:
+    """Relay an upstream stream to the client without buffering, and settle when it ends.
+
+    Upstream failures after the start become an in-stream error in the client's dialect. When
+    the client goes away, OpenAI, Anthropic and xAI stop generating once the connection is
+    closed, so it is closed; Google keeps billing, so a Gemini stream is drained to its final
+    counts first.
+    """
+    app = current_app._get_current_object()
+    events: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_read_upstream, args=(response, events), daemon=True)
+    reader.start()
+    read_timeout = app.config["UPSTREAM_READ_TIMEOUT"]
+    tick = min(app.config["SSE_KEEPALIVE_SECONDS"], read_timeout)
+
+    def generate() -> Iterator[bytes]:
+        outcome = "ok"
+        completed = False
+        idle = 0.0
+        try:
+            while True:
+                if shutting_down.is_set():
+                    outcome = "shutdown"
+                    raise ProxyError(
+                        "upstream_error", "The gateway is restarting; retry the request."
+                    )
+                try:
+                    item = events.get(timeout=tick)
+                except queue.Empty:
+                    idle += tick
+                    if idle >= read_timeout:
+                        raise ProxyError(
+                            "upstream_timeout", "The provider stopped answering."
+                        ) from None
+                    if keepalives:
+                        yield KEEPALIVE_FRAME
+                    continue
+                idle = 0.0
+                if item is None:
+                    completed = True
+                    if not relay.finished and not relay.failed:
+                        raise ProxyError("upstream_error", "The provider's stream ended early.")
+                    break
+                if isinstance(item, Exception):
+                    if _is_read_timeout(item):
+                        raise ProxyError("upstream_timeout", "The provider stopped answering.")
+                    raise ProxyError("upstream_error", "The provider's stream broke off.")
+                frames = relay.on_event(item)
+                if frames:
+                    if exchange.first_token_at is None:
+                        exchange.first_token_at = time.monotonic()
+                    yield b"".join(frames)
+            tail = relay.on_end()
+            if tail:
+                yield b"".join(tail)
+        except ProxyError as error:
+            outcome = "shutdown" if outcome == "shutdown" else "partial"
+            # A relay whose stream is not SSE (Gemini's JSON array) frames the error itself.
+            frame_error = getattr(relay, "error_frame", None)
+            yield frame_error(error) if frame_error else stream_error_event(error, exchange.dialect)
+        except GeneratorExit:
+            outcome = "client_disconnect"
+            raise
+        finally:
+            try:
+                if not completed and drain_on_disconnect:
+                    if outcome == "client_disconnect":
+                        _drain(events, relay, read_timeout)
+                    elif outcome == "shutdown":
+                        # Within the graceful stop: what is not read by then stays partial.
+                        _drain(events, relay, read_timeout, SHUTDOWN_DRAIN_SECONDS)
+                hang_up(response, reader)
+            finally:
+                settle(app, exchange, relay, "ok")
+
+    return Response(generate(), status=200, headers=headers, mimetype="text/event-stream")
+
+
+def _upstream_socket(response: requests.Response) -> socket.socket | None:
+    """The socket under a streamed response: the connection's, or (once http.client has handed
+    it to the response because the server will close it) the one inside the response's file."""
+    connection = getattr(response.raw, "_connection", None)
+    if getattr(connection, "sock", None) is not None:
+        return connection.sock
+    http_response = getattr(response.raw, "_fp", None)
+    socket_io = getattr(getattr(http_response, "fp", None), "raw", None)
+    return getattr(socket_io, "_sock", None)
+
+
+def hang_up(response: requests.Response, reader: threading.Thread) -> None:
+    """Close the upstream connection, even while the reader is blocked reading it.
+
+    Closing the buffered reader under a blocked read is refused ("reentrant call"), so the socket
+    is shut down first: the read returns at once and the reader ends.
+    """
+    sock = _upstream_socket(response)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed by the other side
+            sock.shutdown(socket.SHUT_RDWR)
+    reader.join(timeout=5)
+    try:
+        response.close()
+    except (OSError, RuntimeError):
+        log.warning("upstream connection did not close cleanly", exc_info=True)
+
+
+def _drain(
+    events: queue.Queue, relay: Relay, read_timeout: float, within: float | None = None
+) -> None:
+    """Read a stream the client left to its end (or for `within` seconds at most), keeping only
+    the usage it reports."""
+    deadline = None if within is None else time.monotonic() + within
+    while True:
+        wait = read_timeout if deadline is None else min(read_timeout, deadline - time.monotonic())
+        if wait <= 0:
+            return
+        try:
+            item = events.get(timeout=wait)
+        except queue.Empty:
+            return
+        if item is None or isinstance(item, Exception):
+            return
+        relay.on_event(item)
