@@ -90,7 +90,11 @@ def _configure_database(app: Flask) -> None:
         uri = "postgresql+psycopg://" + uri.removeprefix("postgresql://")
         app.config["SQLALCHEMY_DATABASE_URI"] = uri
     options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-    options.setdefault("pool_pre_ping", True)
+    # No `pool_pre_ping`: it costs a round trip per checkout. A connection the server dropped fails
+    # its statement instead; SQLAlchemy then discards the pool's connections, the request is
+    # answered with a retryable 503 and the next one connects afresh. Recycling keeps connections
+    # younger than the idle timeouts of proxies in between.
+    options.setdefault("pool_recycle", 1800)
     if uri.startswith("postgresql"):
         # A gevent worker runs many requests at once; each holds a connection only briefly (never
         # while relaying), but a burst of settlements needs more than SQLAlchemy's default five.

@@ -41,6 +41,10 @@ class CatalogModel(db.Model):
     price_source: Mapped[str | None] = mapped_column(Text)
     price_date: Mapped[str | None] = mapped_column(String(10))
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # A new random value with every change to the model or its prices, set by database triggers
+    # (migration 0003) whoever makes the change: the proxy caches models per process, and its hold
+    # statement refuses a copy of another version.
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="1")
 
     prices = relationship(
         "ModelPrice",

@@ -1,50 +1,49 @@
-"""The request pipeline every proxy route shares.
+"""The metered pipeline every proxy route shares (DESIGN.md, "The hot path").
 
-authenticate -> resolve the model -> rate limits -> hold (one commit, then the database connection is
-given back) -> call upstream -> relay -> settle exactly once (a second commit), on every path.
+authenticate (a per-process cache of valid keys) -> resolve the model (a per-process cache checked
+by the hold) -> validate and estimate (the route's plan) -> rate limits (one Redis round trip) ->
+the hold (one database statement that re-checks the key, the account, the model's version, the
+allow-list and every credit limit) -> call upstream -> relay -> settle exactly once (one statement),
+on every path. No database connection is held while the provider answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
 import requests
-from flask import Flask, current_app, g, request
+from flask import Response, current_app, g, request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import bindparam, text
 from sqlalchemy import exc as sqlalchemy_exc
-from sqlalchemy import select, update
 
 from app.extensions import db, get_redis
-from app.models import Account, ApiKey, CatalogModel
-from app.models.types import utcnow
-from app.proxy import limits
-from app.proxy.errors import ProxyError, error_response
+from app.models.types import UTCDateTime, utcnow
+from app.proxy import catalog_cache, limits
+from app.proxy.errors import GOOGLE, ProxyError, error_response
+from app.proxy.exchange import Caller, Exchange, settle
 from app.proxy.metering import (
     IMAGE_TOKEN_ALLOWANCE,
     MESSAGE_TOKEN_ALLOWANCE,
     REQUEST_TOKEN_ALLOWANCE,
     PricedModel,
-    Usage,
-    affordable_output_tokens,
-    cost_bound,
-    cost_of,
-    estimate_output_tokens,
 )
 from app.proxy.relay import Relay
+from app.proxy.streaming import stream_response
 from app.proxy.upstream import UpstreamCall, error_from_response, send
-from app.services import ledger
-from app.services.catalog import price_table
+from app.services import holds
 from app.services.keys import KEY_PREFIX, hash_key
 from app.services.money import nanos_to_credits
-from app.services.usage import record_usage
-from app.tasks.billing import enqueue_settlement
+from app.services.pricing import cost_bound
 
 log = logging.getLogger("onekey.proxy")
 
@@ -54,16 +53,9 @@ MODEL_PREFIXES = {
     "google/": "google",
     "x-ai/": "xai",
 }
-LAST_USED_RESOLUTION = timedelta(seconds=60)
-
-
-@dataclass
-class Caller:
-    key_id: int
-    account_id: int
-    allowed_models: list[str] | None
-    rate_limit_rpm: int | None
-    opaque_user: str
+# Valid keys seen by this process, by their hash. Only identity lives here (ids, the per-minute
+# limit); whether the key and its account may spend is decided by the hold statement every time.
+KEY_CACHE_MAX = 100_000
 
 
 @dataclass
@@ -76,22 +68,15 @@ class Estimate:
 
 
 @dataclass
-class Exchange:
-    """One proxied request, from the hold to its settlement."""
+class Plan:
+    """What a route made of one request for one model: the hold's estimate, then (once the hold
+    is placed) the upstream call and the relay."""
 
-    dialect: str
-    route: str
-    caller: Caller
-    model: PricedModel
-    request_id: str
-    hold_id: int
-    input_estimate: int
-    output_limit: int
-    gateway_set_limit: bool
+    estimate: Estimate
     stream: bool
-    started: float = field(default_factory=time.monotonic)
-    first_token_at: float | None = None
-    settled: bool = False
+    upstream_call: Callable[[Exchange], UpstreamCall]
+    relay: Callable[[], Relay]
+    stream_mimetype: str = "text/event-stream"
 
 
 # --- authentication -------------------------------------------------------------------------
@@ -118,53 +103,83 @@ def opaque_user_id(account_id: int) -> str:
     return f"onekey-{digest[:32]}"
 
 
-def authenticate() -> Caller:
-    """The calling key and its account, read fresh from the database on every request.
-
-    Raises ProxyError 401 (missing, unknown, revoked, expired), 403 (account not active) or 429
-    (an address that keeps presenting invalid keys).
+KEY_SQL = text(
     """
-    redis = get_redis()
-    address = client_address()
-    wait = limits.invalid_key_wait(redis, address)
-    if wait:
-        raise ProxyError(
-            "rate_limited",
-            "Too many requests with invalid API keys from this address.",
-            headers={"Retry-After": str(wait)},
-        )
+SELECT k.id, k.account_id, k.allowed_models, k.rate_limit_rpm, k.revoked_at,
+       k.expires_at <= :now AS expired, a.status
+FROM api_keys k JOIN accounts a ON a.id = k.account_id
+WHERE k.key_hash = :key_hash
+"""
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+_known_keys: dict[str, Caller] = {}
+_known_keys_lock = threading.Lock()
+
+
+def authenticate(*, fresh: bool = True) -> Caller:
+    """The calling key and its account.
+
+    `fresh=False` (metered routes) may answer from this process's cache of valid keys, because the
+    hold statement refuses a revoked or expired key and an inactive account itself; other routes
+    read the database. Raises ProxyError 401 (missing, unknown, revoked, expired), 403 (account
+    not active) or 429 (an address that keeps presenting invalid keys).
+    """
     plaintext = presented_key()
     if not plaintext:
         raise ProxyError(
             "invalid_api_key",
             "Missing API key: send it as 'Authorization: Bearer ok-...'.",
         )
+    well_formed = plaintext.startswith(KEY_PREFIX) and len(plaintext) == len(KEY_PREFIX) + 43
+    digest = hash_key(plaintext) if well_formed else None
+    if digest is not None and not fresh:
+        cached = _known_keys.get(digest)
+        if cached is not None:
+            return cached
     row = None
-    if plaintext.startswith(KEY_PREFIX) and len(plaintext) == len(KEY_PREFIX) + 43:
-        row = db.session.execute(
-            select(ApiKey, Account.status)
-            .join(Account, Account.id == ApiKey.account_id)
-            .where(ApiKey.key_hash == hash_key(plaintext))
-        ).first()
-    now = utcnow()
-    if (
-        row is None
-        or row[0].revoked_at is not None
-        or (row[0].expires_at is not None and row[0].expires_at <= now)
-    ):
-        limits.record_invalid_key(redis, address)
-        reason = "Invalid API key." if row is None else "This API key is revoked or expired."
-        raise ProxyError("invalid_api_key", reason)
-    key, account_status = row
-    if account_status != "active":
-        raise ProxyError("account_suspended", f"This account is {account_status}.")
-    return Caller(
-        key_id=key.id,
-        account_id=key.account_id,
-        allowed_models=key.allowed_models,
-        rate_limit_rpm=key.rate_limit_rpm,
-        opaque_user=opaque_user_id(key.account_id),
+    if digest is not None:
+        with db.engine.connect() as conn:
+            row = conn.execute(KEY_SQL, {"key_hash": digest, "now": utcnow()}).first()
+    if row is None or row.revoked_at is not None or row.expired:
+        refuse_invalid_key(
+            "Invalid API key." if row is None else "This API key is revoked or expired."
+        )
+    if row.status != "active":
+        raise ProxyError("account_suspended", f"This account is {row.status}.")
+    allowed = row.allowed_models
+    if isinstance(allowed, str):  # SQLite hands JSON back as text in plain statements
+        allowed = json.loads(allowed)
+    caller = Caller(
+        key_id=row.id,
+        account_id=row.account_id,
+        allowed_models=allowed if isinstance(allowed, list) else None,
+        rate_limit_rpm=row.rate_limit_rpm,
+        opaque_user=opaque_user_id(row.account_id),
     )
+    with _known_keys_lock:
+        if len(_known_keys) >= KEY_CACHE_MAX:
+            _known_keys.clear()
+        _known_keys[digest] = caller
+    return caller
+
+
+def refuse_invalid_key(message: str):
+    """Count an invalid key against the client's address and raise its 401 (429 once the address
+    presented too many this minute)."""
+    wait = limits.record_invalid_key(get_redis(), client_address())
+    if wait:
+        raise ProxyError(
+            "rate_limited",
+            "Too many requests with invalid API keys from this address.",
+            headers={"Retry-After": str(wait)},
+        )
+    raise ProxyError("invalid_api_key", message)
+
+
+def forget_key(caller: Caller) -> None:
+    with _known_keys_lock:
+        for digest in [d for d, c in _known_keys.items() if c.key_id == caller.key_id]:
+            del _known_keys[digest]
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -177,22 +192,24 @@ def split_model_name(name: str) -> tuple[str | None, str]:
     return None, name
 
 
-def resolve_model(name: object) -> PricedModel:
-    """The enabled catalogue model a request names; raises ProxyError 400/404."""
+def resolve_cached_model(name: object, *, fresh: bool = False) -> catalog_cache.CachedModel:
+    """The enabled catalogue model a request names, from this process's cache unless `fresh`;
+    raises ProxyError 400/404. Metered requests use the cache: their hold checks its version."""
     if not isinstance(name, str) or not name:
         raise ProxyError("invalid_request", "'model' must be a non-empty string.", param="model")
     provider, model_id = split_model_name(name)
-    model = db.session.scalar(select(CatalogModel).where(CatalogModel.model_id == model_id))
-    if model is None or not model.enabled or (provider and provider != model.provider):
+    if fresh:
+        catalog_cache.forget(model_id)
+    model = catalog_cache.cached_model(model_id)
+    if model is None or (provider and provider != model.priced.provider):
         raise ProxyError("model_not_found", f"The model '{name}' does not exist or is not enabled.")
-    return PricedModel(
-        provider=model.provider,
-        model_id=model.model_id,
-        name=model.name,
-        context_length=model.context_length,
-        max_output_tokens=model.max_output_tokens,
-        tiers=price_table(model),
-    )
+    return model
+
+
+def resolve_model(name: object) -> PricedModel:
+    """The enabled catalogue model a request names, with its prices, read from the database (for
+    calls that place no hold); raises ProxyError 400/404."""
+    return resolve_cached_model(name, fresh=True).priced
 
 
 # --- estimates -------------------------------------------------------------------------------
@@ -238,30 +255,79 @@ def estimate_input_tokens(body: dict, messages: int) -> int:
     )
 
 
-# --- holds -----------------------------------------------------------------------------------
+# --- the metered pipeline --------------------------------------------------------------------
 
 
-def _refusal_402(
-    condition: str, message: str, balance: int, held: int, required: int, max_out: int
-):
-    return ProxyError(
-        condition,
-        message,
-        metadata={
-            "balance": nanos_to_credits(balance),
-            "held": nanos_to_credits(held),
-            "required": nanos_to_credits(required),
-            "max_affordable_output_tokens": max_out,
-        },
+def serve_metered(
+    *,
+    dialect: str,
+    route: str,
+    model_name: object,
+    plan_for: Callable[[PricedModel], Plan],
+) -> Response:
+    """Run one metered request: `plan_for(model)` validates the request for its model (raising
+    ProxyError) and says how to estimate, call and relay it."""
+    caller = authenticate(fresh=False)
+    model = resolve_cached_model(model_name)
+    plan = plan_for(model.priced)
+    request_id = g.request_id
+    admit(caller, request_id)
+    try:
+        reservation, model, plan = _reserve(caller, model, plan, model_name, plan_for, request_id)
+    except BaseException:
+        limits.leave_inflight(get_redis(), caller.account_id, request_id)
+        raise
+    exchange = Exchange(
+        dialect=dialect,
+        route=route,
+        caller=caller,
+        model=model.priced,
+        request_id=request_id,
+        hold_id=reservation.hold_id,
+        input_estimate=plan.estimate.input_tokens,
+        output_limit=reservation.output_limit,
+        gateway_set_limit=plan.estimate.requested_output is None,
+        stream=plan.stream,
     )
+    return forward(exchange, plan)
 
 
-def admit(caller: Caller, model: PricedModel) -> None:
-    """The model allow-list and the per-key requests-per-minute limit, checked for every call
-    (metered or not); gives the connection back. Raises ProxyError 403 or 429."""
+def admit(caller: Caller, request_id: str) -> None:
+    """The key's requests per minute and the account's requests in flight, in one Redis round
+    trip; raises ProxyError 429 (nothing left registered then)."""
+    config = current_app.config
+    refusal, wait = limits.admit_request(
+        get_redis(),
+        key_id=caller.key_id,
+        rpm_limit=caller.rate_limit_rpm or config["RATE_LIMIT_RPM"],
+        account_id=caller.account_id,
+        request_id=request_id,
+        max_in_flight=config["MAX_CONCURRENT_PER_ACCOUNT"],
+    )
+    if refusal == "rpm":
+        raise ProxyError(
+            "rate_limited",
+            "Too many requests for this API key; slow down.",
+            headers={"Retry-After": str(wait)},
+        )
+    if refusal == "in_flight":
+        raise ProxyError(
+            "rate_limited",
+            "Too many requests in flight for this account.",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def check_allowed(caller: Caller, model: PricedModel) -> None:
+    """The key's model allow-list, for calls that place no hold (the hold statement checks it for
+    metered ones); raises ProxyError 403."""
     if caller.allowed_models is not None and model.model_id not in caller.allowed_models:
         raise ProxyError("model_not_allowed", f"This API key may not use '{model.model_id}'.")
-    db.session.close()  # the model lookup's transaction ends before the Redis calls
+
+
+def admit_unmetered(caller: Caller, model: PricedModel) -> None:
+    """The allow-list and the per-minute limit for a call that is not metered (count_tokens)."""
+    check_allowed(caller, model)
     limit = caller.rate_limit_rpm or current_app.config["RATE_LIMIT_RPM"]
     wait = limits.take_request_slot(get_redis(), caller.key_id, limit)
     if wait:
@@ -272,202 +338,122 @@ def admit(caller: Caller, model: PricedModel) -> None:
         )
 
 
-def open_exchange(
-    *,
-    dialect: str,
-    route: str,
-    model: PricedModel,
-    caller: Caller,
-    estimate: Estimate,
-    stream: bool,
-) -> Exchange:
-    """Check limits and reserve credit for one request; commits, then gives the connection back.
-
-    Raises ProxyError 402/403/429. The output limit is the client's, or (when it set none) the
-    model's maximum capped at what the account can afford.
-    """
-    config = current_app.config
-    admit(caller, model)
-    redis = get_redis()
-    request_id = g.request_id
-    if not limits.enter_inflight(
-        redis, caller.account_id, request_id, config["MAX_CONCURRENT_PER_ACCOUNT"]
-    ):
-        raise ProxyError(
-            "rate_limited",
-            "Too many requests in flight for this account.",
-            headers={"Retry-After": "1"},
-        )
-    try:
-        return _reserve(dialect, route, model, caller, estimate, stream, request_id)
-    except BaseException:
-        limits.leave_inflight(redis, caller.account_id, request_id)
-        db.session.rollback()
-        raise
-    finally:
-        db.session.close()
-
-
-def _reserve(dialect, route, model, caller, estimate, stream, request_id) -> Exchange:
-    account = db.session.get(Account, caller.account_id)
-    key = db.session.get(ApiKey, caller.key_id)
-    available = account.balance_nanocredits - account.held_nanocredits
-    key_remaining = None
-    if key.limit_nanocredits is not None:
-        key_remaining = key.limit_nanocredits - key.usage_nanocredits - key.held_nanocredits
-    spendable = available if key_remaining is None else min(available, key_remaining)
-    condition = (
-        "key_limit_reached"
-        if key_remaining is not None and key_remaining < available
-        else "insufficient_credits"
-    )
-    input_cost = cost_bound(estimate.input_tokens, model.input_price_bound(estimate.input_tokens))
-    output_price = model.output_price(estimate.input_tokens)
-    max_out = affordable_output_tokens(spendable - input_cost, output_price, estimate.choices)
-    gateway_set_limit = estimate.requested_output is None
-    if gateway_set_limit:
-        output_limit = min(model.max_output_tokens, max_out)
-    else:
-        output_limit = estimate.requested_output
-    required = input_cost + cost_bound(output_limit * estimate.choices, output_price)
-    if output_limit < 1 or required > spendable:
-        wanted = max(output_limit, 1)
-        raise _refusal_402(
-            condition,
-            "This request needs more credit than is available"
-            + (" under this key's limit." if condition == "key_limit_reached" else ".")
-            + (f" At most {max_out} output tokens are affordable." if max_out else ""),
-            account.balance_nanocredits,
-            account.held_nanocredits,
-            input_cost + cost_bound(wanted * estimate.choices, output_price),
-            max_out,
-        )
-    config = current_app.config
-    try:
-        hold = ledger.place_hold(
-            account_id=caller.account_id,
-            api_key_id=caller.key_id,
-            amount_nanocredits=max(required, 1),
-            expires_at=utcnow() + timedelta(seconds=config["UPSTREAM_READ_TIMEOUT"] * 2 + 3600),
-            request_id=request_id,
-        )
-    except ledger.AccountNotActive as exc:
-        raise ProxyError("account_suspended", f"This account is {exc.status}.") from None
-    except ledger.KeyNotUsable as exc:
-        if exc.reason == "limit_reached":
-            raise _refusal_402(
-                "key_limit_reached",
-                "This API key has reached its credit limit.",
-                account.balance_nanocredits,
-                account.held_nanocredits,
-                required,
-                max_out,
-            ) from None
-        raise ProxyError("invalid_api_key", "This API key is revoked or expired.") from None
-    except ledger.InsufficientCredit as exc:
-        raise _refusal_402(
-            "insufficient_credits",
-            "This request needs more credit than is available.",
-            exc.balance,
-            exc.held,
-            required,
-            max_out,
-        ) from None
-    now = utcnow()
-    db.session.execute(
-        update(ApiKey)
-        .where(
-            ApiKey.id == caller.key_id,
-            (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION),
-        )
-        .values(last_used_at=now)
-    )
-    db.session.commit()
-    return Exchange(
-        dialect=dialect,
-        route=route,
-        caller=caller,
-        model=model,
+def hold_request(
+    caller: Caller, model: catalog_cache.CachedModel, estimate: Estimate, request_id: str
+) -> holds.HoldRequest:
+    priced = model.priced
+    read_timeout = current_app.config["UPSTREAM_READ_TIMEOUT"]
+    return holds.HoldRequest(
+        account_id=caller.account_id,
+        key_id=caller.key_id,
+        model_pk=model.pk,
+        model_version=model.version,
+        model_id=priced.model_id,
+        input_cost=cost_bound(
+            estimate.input_tokens, priced.input_price_bound(estimate.input_tokens)
+        ),
+        output_price=priced.output_price(estimate.input_tokens),
+        requested_output=estimate.requested_output,
+        max_output_tokens=priced.max_output_tokens,
+        choices=estimate.choices,
         request_id=request_id,
-        hold_id=hold.id,
-        input_estimate=estimate.input_tokens,
-        output_limit=output_limit,
-        gateway_set_limit=gateway_set_limit,
-        stream=stream,
+        expires_at=utcnow() + timedelta(seconds=read_timeout * 2 + 3600),
     )
 
 
-# --- settlement ------------------------------------------------------------------------------
+def _reserve(caller, model, plan, model_name, plan_for, request_id):
+    """Place the hold; when the cached model turns out stale, reload it and plan again (once).
 
-
-def settle(app: Flask, exchange: Exchange, relay: Relay | None, status: str) -> int:
-    """Record usage and debit the actual cost, exactly once; returns the cost in nanocredits.
-
-    `status` is the outcome when the relay proved no usage; a relay with usage decides between
-    ok, partial and estimated itself.
+    Returns (reservation, model, plan); raises ProxyError for every refusal.
     """
-    if exchange.settled:
-        return 0
-    exchange.settled = True
-    usage = relay.usage if relay is not None else None
-    if status != "upstream_error":
-        if usage is not None:
-            status = "ok" if relay.usage_complete else "partial"
-            if not relay.usage_complete:
-                # Counts seen before the end (Anthropic's message_start says 1 output token) lag
-                # what was delivered, and the provider bills all it generated.
-                delivered = estimate_output_tokens(relay.delivered_bytes)
-                if delivered > usage.output:
-                    usage = replace(usage, output=delivered)
-        elif relay is not None and relay.delivered_bytes:
-            status = "estimated"
-            usage = Usage(
-                input=exchange.input_estimate,
-                output=estimate_output_tokens(relay.delivered_bytes),
-                prompt_tokens=exchange.input_estimate,
-            )
-        elif relay is not None and relay.failed:
-            status = "upstream_error"  # the provider's own error came first: nothing to bill
-    usage = usage or Usage()
-    cost, prices = cost_of(exchange.model, usage)
-    elapsed = time.monotonic() - exchange.started
-    ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
-    values = {
-        "account_id": exchange.caller.account_id,
-        "api_key_id": exchange.caller.key_id,
-        "hold_id": exchange.hold_id,
-        "request_id": exchange.request_id,
-        "provider": exchange.model.provider,
-        "model_id": exchange.model.model_id,
-        "route": exchange.route,
-        "status": status,
-        "streamed": exchange.stream,
-        "input_tokens": usage.input,
-        "cache_read_tokens": usage.cache_read,
-        "cache_write_5m_tokens": usage.cache_write_5m,
-        "cache_write_1h_tokens": usage.cache_write_1h,
-        "output_tokens": usage.output,
-        "reasoning_tokens": usage.reasoning,
-        "cost_nanocredits": cost,
-        "prices_applied": prices,
-        "latency_ms": int(elapsed * 1000),
-        "time_to_first_token_ms": int(ttft * 1000) if ttft is not None else None,
-    }
-    with app.app_context():
-        try:
-            record_usage(values)
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-            # The provider's counts must not be lost with the database: the worker retries.
-            log.exception("settlement of hold %s failed; queued for the worker", exchange.hold_id)
-            enqueue_settlement(values)
-        finally:
-            db.session.remove()
-            limits.leave_inflight(
-                app.extensions["onekey_redis"], exchange.caller.account_id, exchange.request_id
-            )
-    return cost
+    for attempt in range(2):
+        outcome = holds.reserve(hold_request(caller, model, plan.estimate, request_id))
+        if isinstance(outcome, holds.Reservation):
+            return outcome, model, plan
+        if outcome.reason != "catalog_changed" or attempt:
+            raise refusal_error(outcome, caller, model.priced)
+        model = resolve_cached_model(model_name, fresh=True)
+        plan = plan_for(model.priced)
+    raise AssertionError("unreachable")
+
+
+KEY_REFUSALS = {
+    "key_invalid": "Invalid API key.",
+    "key_revoked": "This API key is revoked or expired.",
+    "key_expired": "This API key is revoked or expired.",
+}
+
+
+def refusal_error(refusal: holds.Refusal, caller: Caller, model: PricedModel) -> ProxyError:
+    """The error a refused hold answers with (401, 402, 403; a 503 to retry when the catalogue
+    changed twice while this request was planned)."""
+    reason = refusal.reason
+    if reason in KEY_REFUSALS:
+        forget_key(caller)
+        return ProxyError("invalid_api_key", KEY_REFUSALS[reason])
+    if reason == "account_not_active":
+        forget_key(caller)
+        return ProxyError("account_suspended", f"This account is {refusal.account_status}.")
+    if reason == "model_not_allowed":
+        return ProxyError("model_not_allowed", f"This API key may not use '{model.model_id}'.")
+    if reason in ("insufficient_credits", "key_limit_reached"):
+        max_out = refusal.max_affordable_output_tokens
+        message = (
+            "This request needs more credit than is available"
+            + (" under this key's limit." if reason == "key_limit_reached" else ".")
+            + (f" At most {max_out} output tokens are affordable." if max_out else "")
+        )
+        return ProxyError(
+            reason,
+            message,
+            metadata={
+                "balance": nanos_to_credits(refusal.balance),
+                "held": nanos_to_credits(refusal.held),
+                "required": nanos_to_credits(refusal.required),
+                "max_affordable_output_tokens": max_out,
+            },
+        )
+    return ProxyError(
+        "gateway_unavailable",
+        "The model's prices changed while this request was prepared; retry it.",
+        headers={"Retry-After": "1", "x-should-retry": "true"},
+    )
+
+
+def forward(exchange: Exchange, plan: Plan) -> Response:
+    """Call upstream and answer: relayed as a stream, or as one JSON body.
+
+    Google keeps billing a generation its client left, so Gemini streams are drained to their
+    final counts; and google-genai reads any non-`data:` line as an error, so no keep-alives there.
+    Whatever fails before the answer is under way releases the hold (settles at no charge).
+    """
+    app = current_app._get_current_object()
+    try:
+        response = call_upstream(exchange, plan.upstream_call(exchange))
+        relay = plan.relay()
+        if not exchange.stream:
+            return json_response(finish_json(exchange, response, relay), limit_headers(exchange))
+        streamed = stream_response(
+            exchange,
+            response,
+            relay,
+            drain_on_disconnect=exchange.model.provider == "google",
+            keepalives=exchange.dialect != GOOGLE,
+            headers=stream_headers(exchange),
+        )
+    except BaseException:
+        settle(app, exchange, None, "upstream_error")
+        raise
+    streamed.mimetype = plan.stream_mimetype
+    return streamed
+
+
+def json_response(body: dict, headers: dict) -> Response:
+    response = Response(
+        json.dumps(body, separators=(",", ":")), status=200, mimetype="application/json"
+    )
+    response.headers.update(headers)
+    return response
 
 
 # --- relaying --------------------------------------------------------------------------------

@@ -81,17 +81,6 @@ def cost_of(model: PricedModel, usage: Usage) -> tuple[int, dict[str, int]]:
     return cost, {"tier": threshold, **applied}
 
 
-def cost_bound(tokens: int, price_per_mtok: int) -> int:
-    """tokens × price / 10^6, rounded up: a hold must never be short."""
-    return math.ceil(tokens * price_per_mtok / 1_000_000) if tokens else 0
-
-
-def affordable_output_tokens(available: int, per_choice_price: int, choices: int) -> int:
-    if per_choice_price <= 0:
-        return 2**31
-    return max(0, (available * 1_000_000) // (per_choice_price * choices))
-
-
 def delivered_json_bytes(value: object) -> int:
     """What a structured output (a tool call's arguments) delivered, as compact JSON bytes."""
     if isinstance(value, str):

@@ -15,7 +15,7 @@ from flask import Response, current_app
 from urllib3.exceptions import ReadTimeoutError
 
 from app.proxy.errors import ProxyError, stream_error_event
-from app.proxy.gateway import Exchange, settle
+from app.proxy.exchange import Exchange, settle
 from app.proxy.relay import Relay
 from app.proxy.sse import KEEPALIVE_FRAME, SSEParser
 

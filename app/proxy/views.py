@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Response, current_app, jsonify, request
+from flask import current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.extensions import db
@@ -20,20 +20,18 @@ from app.proxy import (
 from app.proxy.errors import ANTHROPIC, GOOGLE, OPENAI, ProxyError
 from app.proxy.gateway import (
     Estimate,
-    admit,
+    Plan,
+    admit_unmetered,
     authenticate,
-    call_upstream,
     estimate_input_tokens,
-    finish_json,
-    limit_headers,
-    open_exchange,
+    json_response,
     proxy_errors,
     resolve_model,
-    stream_headers,
+    serve_metered,
 )
-from app.proxy.streaming import stream_response
 from app.proxy.upstream import UpstreamCall, error_from_response, send
 from app.services.catalog import enabled_models, price_table
+from app.services.holds import key_remaining
 from app.services.money import NANOS_PER_CREDIT, nanos_to_credits
 from app.services.pricing import TOKENS_PER_PRICE_UNIT
 
@@ -70,46 +68,32 @@ def read_json_body() -> dict:
     return body
 
 
-def _json_response(body: dict, headers: dict) -> Response:
-    response = Response(
-        json.dumps(body, separators=(",", ":")), status=200, mimetype="application/json"
-    )
-    response.headers.update(headers)
-    return response
-
-
-def forward(exchange, call: UpstreamCall, relay, *, stream_mimetype="text/event-stream"):
-    """Call upstream and answer: relayed as a stream, or as one JSON body.
-
-    Google keeps billing a generation its client left, so Gemini streams are drained to their
-    final counts; and google-genai reads any non-`data:` line as an error, so no keep-alives there.
-    """
-    response = call_upstream(exchange, call)
-    if not exchange.stream:
-        return _json_response(finish_json(exchange, response, relay), limit_headers(exchange))
-    streamed = stream_response(
-        exchange,
-        response,
-        relay,
-        drain_on_disconnect=exchange.model.provider == "google",
-        keepalives=exchange.dialect != GOOGLE,
-        headers=stream_headers(exchange),
-    )
-    streamed.mimetype = stream_mimetype
-    return streamed
-
-
 # --- OpenAI-compatible -----------------------------------------------------------------------
+
+
+def openai_headers() -> dict:
+    return {k: v for k, v in request.headers.items() if k.lower() == "openai-beta"}
+
+
+def gateway_limit(exchange) -> int | None:
+    """The output limit the gateway sets upstream: only when the client set none."""
+    return exchange.output_limit if exchange.gateway_set_limit else None
 
 
 @bp.post("/v1/chat/completions")
 @proxy_errors(OPENAI)
 def chat_completions():
     body = read_json_body()
-    caller = authenticate()
-    model = resolve_model(body.get("model"))
+    return serve_metered(
+        dialect=OPENAI,
+        route="chat.completions",
+        model_name=body.get("model"),
+        plan_for=lambda model: chat_plan(body, model),
+    )
+
+
+def chat_plan(body: dict, model) -> Plan:
     openai.validate_chat(body)
-    stream = bool(body.get("stream"))
     if model.provider == "anthropic":
         translator = translate_anthropic.ChatToMessages(body, model)
     elif model.provider == "google":
@@ -120,45 +104,54 @@ def chat_completions():
         translator.validate()  # the translation sends no service tier, so none is refused
     else:
         openai.refuse_service_tier(body)
+    stream = bool(body.get("stream"))
     estimate = Estimate(
         input_tokens=estimate_input_tokens(body, len(body["messages"])),
         requested_output=openai.chat_output_limit(body),
         choices=openai.chat_choices(body),
     )
-    exchange = open_exchange(
-        dialect=OPENAI,
-        route="chat.completions",
-        model=model,
-        caller=caller,
-        estimate=estimate,
-        stream=stream,
-    )
-    upstream_limit = exchange.output_limit if exchange.gateway_set_limit else None
-    if translator is None:
-        call = UpstreamCall(
+    if translator is not None:
+        return Plan(
+            estimate,
+            stream,
+            upstream_call=lambda exchange: translator.upstream_call(
+                output_limit=exchange.output_limit, opaque_user=exchange.caller.opaque_user
+            ),
+            relay=translator.relay,
+        )
+    headers = openai_headers()
+    return Plan(
+        estimate,
+        stream,
+        upstream_call=lambda exchange: UpstreamCall(
             provider=model.provider,
             path=openai.CHAT_PATH,
             body=openai.chat_upstream_body(
-                body, model, output_limit=upstream_limit, opaque_user=caller.opaque_user
+                body,
+                model,
+                output_limit=gateway_limit(exchange),
+                opaque_user=exchange.caller.opaque_user,
             ),
             stream=stream,
-            headers={k: v for k, v in request.headers.items() if k.lower() == "openai-beta"},
-        )
-        relay = openai.ChatRelay(model, client_wants_usage=openai.wants_usage(body))
-    else:
-        call = translator.upstream_call(
-            output_limit=exchange.output_limit, opaque_user=caller.opaque_user
-        )
-        relay = translator.relay()
-    return forward(exchange, call, relay)
+            headers=headers,
+        ),
+        relay=lambda: openai.ChatRelay(model, client_wants_usage=openai.wants_usage(body)),
+    )
 
 
 @bp.post("/v1/responses")
 @proxy_errors(OPENAI)
 def responses():
     body = read_json_body()
-    caller = authenticate()
-    model = resolve_model(body.get("model"))
+    return serve_metered(
+        dialect=OPENAI,
+        route="responses",
+        model_name=body.get("model"),
+        plan_for=lambda model: responses_plan(body, model),
+    )
+
+
+def responses_plan(body: dict, model) -> Plan:
     if model.provider not in OPENAI_COMPATIBLE:
         raise ProxyError(
             "invalid_request",
@@ -169,29 +162,27 @@ def responses():
     openai.validate_responses(body)
     stream = bool(body.get("stream"))
     input_items = body["input"] if isinstance(body["input"], list) else [body["input"]]
-    exchange = open_exchange(
-        dialect=OPENAI,
-        route="responses",
-        model=model,
-        caller=caller,
-        estimate=Estimate(
+    headers = openai_headers()
+    return Plan(
+        Estimate(
             input_tokens=estimate_input_tokens(body, len(input_items)),
             requested_output=openai.responses_output_limit(body),
         ),
-        stream=stream,
-    )
-    upstream_limit = exchange.output_limit if exchange.gateway_set_limit else None
-    call = UpstreamCall(
-        provider=model.provider,
-        path=openai.RESPONSES_PATH,
-        body=openai.responses_upstream_body(
-            body, model, output_limit=upstream_limit, opaque_user=caller.opaque_user
+        stream,
+        upstream_call=lambda exchange: UpstreamCall(
+            provider=model.provider,
+            path=openai.RESPONSES_PATH,
+            body=openai.responses_upstream_body(
+                body,
+                model,
+                output_limit=gateway_limit(exchange),
+                opaque_user=exchange.caller.opaque_user,
+            ),
+            stream=stream,
+            headers=headers,
         ),
-        stream=stream,
-        headers={k: v for k, v in request.headers.items() if k.lower() == "openai-beta"},
+        relay=lambda: openai.ResponsesRelay(model),
     )
-    relay = openai.ResponsesRelay(model)
-    return forward(exchange, call, relay)
 
 
 @bp.get("/v1/models")
@@ -247,9 +238,7 @@ def key_info():
     key = db.session.get(ApiKey, caller.key_id)
     account = key.account
     limit = key.limit_nanocredits
-    remaining = (
-        None if limit is None else max(limit - key.usage_nanocredits - key.held_nanocredits, 0)
-    )
+    remaining = key_remaining(limit, key.usage_nanocredits, key.held_nanocredits)
     return jsonify(
         data={
             "name": key.name,
@@ -257,7 +246,7 @@ def key_info():
             "held": nanos_to_credits(account.held_nanocredits),
             "usage": nanos_to_credits(key.usage_nanocredits),
             "limit": None if limit is None else nanos_to_credits(limit),
-            "limit_remaining": None if remaining is None else nanos_to_credits(remaining),
+            "limit_remaining": None if remaining is None else nanos_to_credits(max(remaining, 0)),
         }
     )
 
@@ -265,49 +254,52 @@ def key_info():
 # --- Anthropic-native ------------------------------------------------------------------------
 
 
-def _native_model(body_model, provider: str):
-    model = resolve_model(body_model)
+def require_provider(model, provider: str) -> None:
+    """Native routes serve their own provider's models only; raises ProxyError 400."""
     if model.provider != provider:
         raise ProxyError(
             "invalid_request",
             f"'{model.model_id}' is not a {provider} model; this route serves only {provider} models.",
         )
-    return model
 
 
 @bp.post("/anthropic/v1/messages")
 @proxy_errors(ANTHROPIC)
 def anthropic_messages():
     body = read_json_body()
-    caller = authenticate()
-    model = _native_model(body.get("model"), "anthropic")
-    anthropic.validate_messages(body)
-    stream = bool(body.get("stream"))
-    exchange = open_exchange(
+    return serve_metered(
         dialect=ANTHROPIC,
         route="anthropic.messages",
-        model=model,
-        caller=caller,
-        estimate=Estimate(
+        model_name=body.get("model"),
+        plan_for=lambda model: messages_plan(body, model),
+    )
+
+
+def messages_plan(body: dict, model) -> Plan:
+    require_provider(model, "anthropic")
+    anthropic.validate_messages(body)
+    stream = bool(body.get("stream"))
+    headers = anthropic.forwarded_headers(request.headers)
+    return Plan(
+        Estimate(
             input_tokens=estimate_input_tokens(body, len(body["messages"])),
             requested_output=anthropic.output_limit(body),
         ),
-        stream=stream,
-    )
-    call = UpstreamCall(
-        provider="anthropic",
-        path=anthropic.MESSAGES_PATH,
-        body=anthropic.upstream_body(
-            body,
-            model,
-            limit=exchange.output_limit if exchange.gateway_set_limit else None,
-            opaque_user=caller.opaque_user,
+        stream,
+        upstream_call=lambda exchange: UpstreamCall(
+            provider="anthropic",
+            path=anthropic.MESSAGES_PATH,
+            body=anthropic.upstream_body(
+                body,
+                model,
+                limit=gateway_limit(exchange),
+                opaque_user=exchange.caller.opaque_user,
+            ),
+            stream=stream,
+            headers=headers,
         ),
-        stream=stream,
-        headers=anthropic.forwarded_headers(request.headers),
+        relay=lambda: anthropic.MessagesRelay(model),
     )
-    relay = anthropic.MessagesRelay(model)
-    return forward(exchange, call, relay)
 
 
 @bp.post("/anthropic/v1/messages/count_tokens")
@@ -317,8 +309,9 @@ def anthropic_count_tokens():
     use, and a slot in the key's requests per minute."""
     body = read_json_body()
     caller = authenticate()
-    model = _native_model(body.get("model"), "anthropic")
-    admit(caller, model)
+    model = resolve_model(body.get("model"))
+    require_provider(model, "anthropic")
+    admit_unmetered(caller, model)
     upstream = send(
         UpstreamCall(
             provider="anthropic",
@@ -331,7 +324,7 @@ def anthropic_count_tokens():
     if upstream.status_code >= 400:
         raise error_from_response("anthropic", upstream)
     try:
-        return _json_response(upstream.json(), {})
+        return json_response(upstream.json(), {})
     except ValueError:
         raise ProxyError("upstream_error", "The provider sent a malformed answer.") from None
 
@@ -370,33 +363,33 @@ def gemini_generate(version: str, model_action: str):
     if action not in ("generateContent", "streamGenerateContent"):
         raise ProxyError("model_not_found", f"Unknown method '{action or model_action}'.")
     body = read_json_body()
-    caller = authenticate()
-    model = _native_model(model_name, "google")
-    gemini.validate(body)
-    stream = action == "streamGenerateContent"
-    exchange = open_exchange(
+    return serve_metered(
         dialect=GOOGLE,
         route="gemini.generate",
-        model=model,
-        caller=caller,
-        estimate=Estimate(
+        model_name=model_name,
+        plan_for=lambda model: generate_plan(body, model, version, action),
+    )
+
+
+def generate_plan(body: dict, model, version: str, action: str) -> Plan:
+    require_provider(model, "google")
+    gemini.validate(body)
+    stream = action == "streamGenerateContent"
+    as_sse = request.args.get("alt") == "sse"
+    return Plan(
+        Estimate(
             input_tokens=estimate_input_tokens(body, len(body["contents"])),
             requested_output=gemini.output_limit(body),
             choices=gemini.candidate_count(body),
         ),
-        stream=stream,
-    )
-    call = UpstreamCall(
-        provider="google",
-        path=f"/{version}/models/{model.model_id}:{action}",
-        body=gemini.upstream_body(
-            body, limit=exchange.output_limit if exchange.gateway_set_limit else None
+        stream,
+        upstream_call=lambda exchange: UpstreamCall(
+            provider="google",
+            path=f"/{version}/models/{model.model_id}:{action}",
+            body=gemini.upstream_body(body, limit=gateway_limit(exchange)),
+            stream=stream,
+            query={"alt": "sse"} if stream else {},
         ),
-        stream=stream,
-        query={"alt": "sse"} if stream else {},
-    )
-    as_sse = request.args.get("alt") == "sse"
-    relay = gemini.GenerateRelay(model, as_sse=as_sse)
-    return forward(
-        exchange, call, relay, stream_mimetype="text/event-stream" if as_sse else "application/json"
+        relay=lambda: gemini.GenerateRelay(model, as_sse=as_sse),
+        stream_mimetype="text/event-stream" if as_sse else "application/json",
     )

@@ -17,6 +17,7 @@ from app.extensions import db
 from app.models import Account, ApiKey, Hold, LedgerEntry
 from app.models.ledger import LEDGER_KINDS
 from app.models.types import utcnow
+from app.services import holds
 
 
 class LedgerError(Exception):
@@ -154,91 +155,52 @@ def place_hold(
     api_key_id: int | None = None,
     request_id: str | None = None,
 ) -> Hold:
-    """Reserve credit for one request, atomically checking the account and the key.
+    """Reserve a fixed amount, atomically checking the account and the key (the proxy reserves
+    through `holds.reserve`, which sizes the amount itself; this is the same statement).
 
     Raises AccountNotActive, KeyNotUsable or InsufficientCredit; nothing is reserved then.
     """
     if amount_nanocredits <= 0:
         raise ValueError("a hold must be a positive amount")
-    now = utcnow()
-    # Rows are always locked account first, then key (settlement does the same), so that placing
-    # and closing holds concurrently cannot deadlock.
-    reserved = db.session.execute(
-        update(Account)
-        .where(
-            Account.id == account_id,
-            Account.status == "active",
-            Account.balance_nanocredits - Account.held_nanocredits >= amount_nanocredits,
-        )
-        .values(held_nanocredits=Account.held_nanocredits + amount_nanocredits)
-    ).rowcount
-    if reserved != 1:
-        if api_key_id is not None:
-            problem = _key_problem(api_key_id, account_id, now, amount_nanocredits)
-            if problem:
-                raise KeyNotUsable(problem)
-        balance, held, status = db.session.execute(
-            select(Account.balance_nanocredits, Account.held_nanocredits, Account.status).where(
-                Account.id == account_id
-            )
-        ).one()
-        if status != "active":
-            raise AccountNotActive(status)
-        raise InsufficientCredit(balance, held, amount_nanocredits)
-    if api_key_id is not None:
-        reserved_on_key = db.session.execute(
-            update(ApiKey)
-            .where(
-                ApiKey.id == api_key_id,
-                ApiKey.account_id == account_id,
-                ApiKey.revoked_at.is_(None),
-                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
-                (ApiKey.limit_nanocredits.is_(None))
-                | (
-                    ApiKey.usage_nanocredits + ApiKey.held_nanocredits + amount_nanocredits
-                    <= ApiKey.limit_nanocredits
-                ),
-            )
-            .values(held_nanocredits=ApiKey.held_nanocredits + amount_nanocredits)
-        ).rowcount
-        if reserved_on_key != 1:
-            db.session.execute(
-                update(Account)
-                .where(Account.id == account_id)
-                .values(held_nanocredits=Account.held_nanocredits - amount_nanocredits)
-            )
-            raise KeyNotUsable(
-                _key_problem(api_key_id, account_id, now, amount_nanocredits) or "limit_reached"
-            )
-    hold = Hold(
-        account_id=account_id,
-        api_key_id=api_key_id,
-        amount_nanocredits=amount_nanocredits,
-        request_id=request_id,
-        expires_at=expires_at,
-        status="open",
-    )
-    db.session.add(hold)
     db.session.flush()
-    return hold
+    outcome = holds.reserve(
+        holds.HoldRequest(
+            account_id=account_id,
+            key_id=api_key_id,
+            input_cost=amount_nanocredits,
+            output_price=0,
+            requested_output=1,
+            expires_at=expires_at,
+            request_id=request_id,
+        ),
+        connection=db.session.connection(),
+    )
+    if isinstance(outcome, holds.Refusal):
+        raise _refusal_error(outcome, amount_nanocredits)
+    _expire_cached_rows()
+    return db.session.get(Hold, outcome.hold_id)
 
 
-def _key_problem(api_key_id: int, account_id: int, now: datetime, amount: int) -> str | None:
-    """Why the key cannot carry a hold of `amount`, or None when it can."""
-    key = db.session.get(ApiKey, api_key_id)
-    if key is None or key.account_id != account_id:
-        return "unknown key"
-    db.session.refresh(key)
-    if key.revoked_at is not None:
-        return "revoked"
-    if key.expires_at is not None and key.expires_at <= now:
-        return "expired"
-    if (
-        key.limit_nanocredits is not None
-        and key.usage_nanocredits + key.held_nanocredits + amount > key.limit_nanocredits
-    ):
-        return "limit_reached"
-    return None
+KEY_PROBLEMS = {"key_invalid": "unknown key", "key_revoked": "revoked", "key_expired": "expired"}
+
+
+def _refusal_error(refusal: holds.Refusal, amount: int) -> LedgerError | ValueError:
+    if refusal.reason in KEY_PROBLEMS:
+        return KeyNotUsable(KEY_PROBLEMS[refusal.reason])
+    if refusal.reason == "account_not_active":
+        return AccountNotActive(refusal.account_status)
+    if refusal.reason in ("insufficient_credits", "key_limit_reached"):
+        if refusal.key_remaining is not None and refusal.key_remaining < amount:
+            return KeyNotUsable("limit_reached")
+        return InsufficientCredit(refusal.balance, refusal.held, amount)
+    return ValueError(f"no hold placed: {refusal.reason}")
+
+
+def _expire_cached_rows() -> None:
+    """Statements outside the ORM moved balances: loaded accounts, keys and holds are re-read."""
+    for obj in list(db.session.identity_map.values()):
+        if isinstance(obj, Account | ApiKey | Hold):
+            db.session.expire(obj)
 
 
 def _move_key_held(api_key_id: int, delta: int) -> None:
@@ -277,35 +239,14 @@ def settle_hold(hold_id: int, cost_nanocredits: int, *, reference_id: str | None
 
     A hold that the expiry job already released is still settled late: the cost is debited, the
     reservation is not released twice. The debit may take the balance below zero; the account is
-    then flagged for an admin.
+    then flagged for an admin. Runs in the session's transaction (see `holds.settle`).
     """
-    if cost_nanocredits < 0:
-        raise ValueError("a cost cannot be negative")
-    values = {"settled_amount_nanocredits": cost_nanocredits}
-    hold = _claim_hold(hold_id, "open", "settled", **values)
-    if hold is not None:
-        _release_reservation(hold)
-    else:
-        hold = _claim_hold(hold_id, "expired", "settled", **values)
-        if hold is None:
-            return False
-    if cost_nanocredits > 0:
-        post_entry(
-            account_id=hold.account_id,
-            kind="usage",
-            amount_nanocredits=-cost_nanocredits,
-            idempotency_key=f"usage:hold:{hold_id}",
-            reference_type="usage",
-            reference_id=reference_id or f"hold:{hold_id}",
-        )
-        if hold.api_key_id is not None:
-            db.session.execute(
-                update(ApiKey)
-                .where(ApiKey.id == hold.api_key_id)
-                .values(usage_nanocredits=ApiKey.usage_nanocredits + cost_nanocredits)
-            )
-        flag_if_negative(hold.account_id)
-    return True
+    db.session.flush()
+    settled = holds.settle(
+        hold_id, cost_nanocredits, reference_id=reference_id, connection=db.session.connection()
+    )
+    _expire_cached_rows()
+    return settled
 
 
 def release_hold(hold_id: int) -> bool:

@@ -45,6 +45,24 @@ def request_cost(prices: Mapping[str, int], tokens: Mapping[str, int]) -> int:
     return div_half_up(total, TOKENS_PER_PRICE_UNIT)
 
 
+def cost_bound(tokens: int, price_per_mtok: int) -> int:
+    """tokens × price / 10^6 rounded up, in integers: a hold must never be short."""
+    return -(-tokens * price_per_mtok // TOKENS_PER_PRICE_UNIT)
+
+
+# What "unbounded" output means when a model's output is free.
+UNBOUNDED_TOKENS = 2**31
+
+
+def affordable_output_tokens(available: int, price_per_mtok: int, choices: int) -> int:
+    """The most output tokens (per choice) that `available` nanocredits pay for, up to
+    UNBOUNDED_TOKENS (more than any model writes)."""
+    if price_per_mtok <= 0:
+        return UNBOUNDED_TOKENS
+    affordable = (available * TOKENS_PER_PRICE_UNIT) // (price_per_mtok * choices)
+    return max(0, min(affordable, UNBOUNDED_TOKENS))
+
+
 def tier_for_prompt(tier_thresholds: list[int], prompt_tokens: int) -> int:
     """The tier a request bills at: the highest threshold its prompt exceeds (0 is the base tier)."""
     reached = [t for t in tier_thresholds if t == 0 or prompt_tokens > t]

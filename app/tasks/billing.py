@@ -18,7 +18,7 @@ def record_usage_job(values: dict) -> bool:
 
     Safe to run twice: a hold is settled once whoever gets there first.
     """
-    done = record_usage(values)
+    done = record_usage(values, connection=db.session.connection())
     db.session.commit()
     return done
 

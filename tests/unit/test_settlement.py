@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from app.extensions import db, get_queue
 from app.models import Account, Hold, LedgerEntry, UsageRecord
 from app.models.types import utcnow
+from app.proxy import exchange as exchange_module
 from app.proxy import gateway
 from app.proxy.metering import PricedModel, Usage
 from app.services.keys import create_key
@@ -99,12 +100,14 @@ def test_settlement_is_queued_when_the_database_fails_and_done_by_the_worker(
     class Relay:
         usage = Usage(input=1000, output=2000, prompt_tokens=1000)
         usage_complete = True
+        finished = True
+        failed = False
         delivered_bytes = 10
 
     def database_gone(values):
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(gateway, "record_usage", database_gone)
+    monkeypatch.setattr(exchange_module, "record_usage", database_gone)
     with app.test_request_context():
         cost = gateway.settle(app, exchange, Relay(), "ok")
     assert cost == 1_485_000  # 1000 × 0.165 + 2000 × 0.66 credits per million tokens
