@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from redis import Redis
+from redis.commands.core import Script
 
 INVALID_KEY_LIMIT_PER_MINUTE = 20
 # An in-flight entry older than this is a leftover of a crashed process.
@@ -35,6 +36,29 @@ def take_request_slot(redis: Redis, key_id: int, limit: int, now: float | None =
     return remaining if count > limit else 0
 
 
+# Admission in one command: count the request against its key's minute, then (unless that is over
+# its limit) register it in its account's in-flight set unless that is full. Returns {refused, n}:
+# refused 0 admitted, 1 over the per-minute limit, 2 too many in flight.
+ADMIT_SCRIPT = Script(
+    None,
+    b"""
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], 120)
+if count > tonumber(ARGV[1]) then return {1, count} end
+local now = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], 0, now - tonumber(ARGV[5]))
+redis.call('ZADD', KEYS[2], now, ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+local in_flight = redis.call('ZCARD', KEYS[2])
+if in_flight > tonumber(ARGV[4]) then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return {2, in_flight}
+end
+return {0, in_flight}
+""",
+)
+
+
 def admit_request(
     redis: Redis,
     *,
@@ -46,29 +70,21 @@ def admit_request(
 ) -> tuple[str | None, int]:
     """Count the request against its key's minute and register it in flight, in one round trip.
 
-    Returns (None, 0) when admitted; otherwise ("rpm" or "in_flight", seconds to wait), with the
-    in-flight entry taken back.
+    Returns (None, 0) when admitted; otherwise ("rpm" or "in_flight", seconds to wait), with
+    nothing registered in flight.
     """
     now = time.time()
     minute, remaining = _minute_window(now)
-    rpm_name = f"onekey:rpm:{key_id}:{minute}"
-    inflight_name = f"onekey:inflight:{account_id}"
-    with redis.pipeline(transaction=False) as pipe:
-        pipe.incr(rpm_name)
-        pipe.expire(rpm_name, 120)
-        pipe.zremrangebyscore(inflight_name, 0, now - INFLIGHT_MAX_AGE_SECONDS)
-        pipe.zadd(inflight_name, {request_id: now})
-        pipe.zcard(inflight_name)
-        pipe.expire(inflight_name, INFLIGHT_MAX_AGE_SECONDS)
-        count, _, _, _, in_flight, _ = pipe.execute()
-    if count > rpm_limit:
-        refusal = ("rpm", remaining)
-    elif in_flight > max_in_flight:
-        refusal = ("in_flight", 1)
-    else:
-        return None, 0
-    redis.zrem(inflight_name, request_id)
-    return refusal
+    refused, _ = ADMIT_SCRIPT(  # EVALSHA; the script is loaded once per Redis server
+        keys=[f"onekey:rpm:{key_id}:{minute}", f"onekey:inflight:{account_id}"],
+        args=[rpm_limit, request_id, repr(now), max_in_flight, INFLIGHT_MAX_AGE_SECONDS],
+        client=redis,
+    )
+    if refused == 1:
+        return "rpm", remaining
+    if refused == 2:
+        return "in_flight", 1
+    return None, 0
 
 
 def leave_inflight(redis: Redis, account_id: int, request_id: str) -> None:

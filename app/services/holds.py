@@ -17,10 +17,12 @@ RESERVE_SQL, which computes the same thing in the database; tests run both.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam
+from sqlalchemy import Connection, bindparam
 from sqlalchemy import text as plain_text
 
 from app.extensions import db
@@ -152,6 +154,23 @@ def text(sql: str):
     statement = plain_text(sql)
     present = [name for name in TIMESTAMP_PARAMS if f":{name}" in sql]
     return statement.bindparams(*(bindparam(name, type_=UTCDateTime()) for name in present))
+
+
+@contextmanager
+def own_transaction() -> Iterator[Connection]:
+    """A connection whose work commits when the block ends.
+
+    On PostgreSQL each of this module's operations is one statement, atomic by itself, so it runs
+    in autocommit mode: no BEGIN and COMMIT round trips around it. SQLite runs its few statements
+    in one transaction (BEGIN IMMEDIATE, see app/__init__.py).
+    """
+    engine = db.engine
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+    else:
+        with engine.begin() as conn:
+            yield conn
 
 
 def _params(request: HoldRequest, now: datetime) -> dict:
@@ -290,7 +309,7 @@ def reserve(
     params = _params(request, now or utcnow())
     if connection is not None:
         return _reserve_on(connection, request, params)
-    with db.engine.begin() as conn:
+    with own_transaction() as conn:
         return _reserve_on(conn, request, params)
 
 
@@ -536,7 +555,7 @@ def settle(
     }
     if connection is not None:
         return _settle_on(connection, params)
-    with db.engine.begin() as conn:
+    with own_transaction() as conn:
         return _settle_on(conn, params)
 
 
