@@ -4,10 +4,11 @@
     .venv/bin/python bench/run.py --quick    # smoke run (about 3 minutes)
 
 Starts bench/fake_upstream.py, OneKey under gunicorn twice (gevent and gthread workers) on a fresh
-PostgreSQL database and Redis db 15, and the LiteLLM proxy (installed into bench/.litellm-venv,
-no database); loads each with wrk (non-streaming at concurrency 1 and 16, 20-chunk streams at 16),
-samples the RSS and CPU of each server's process tree, holds 1,000 slow streams against OneKey
-(bench/slow_streams.py), optionally profiles OneKey with py-spy, then writes
+PostgreSQL database and Redis db 15, OneKey once more on its embedded default (SQLite and the bundled
+redis-server in a fresh instance folder, gthread workers), and the LiteLLM proxy (installed into
+bench/.litellm-venv, no database); loads each with wrk (non-streaming at concurrency 1 and 16,
+20-chunk streams at 16), samples the RSS and CPU of each server's process tree, holds 1,000 slow
+streams against OneKey (bench/slow_streams.py), optionally profiles OneKey with py-spy, then writes
 bench/results-<date>.md and prints it. Every process it started is stopped and the database is
 dropped at the end, also on Ctrl-C. See bench/README.md.
 """
@@ -35,6 +36,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -51,6 +53,14 @@ MODEL = "gpt-4o-mini"
 UPSTREAM_KEY = "sk-bench-upstream"
 LITELLM_MASTER_KEY = "sk-bench-litellm"
 EMAIL = "bench@example.com"
+# The OneKey targets: name -> (label, gunicorn worker class or None to let gunicorn.conf.py pick,
+# database). onekey-sqlite runs on the embedded default: no DATABASE_URL, no REDIS_URL.
+ONEKEY_TARGETS = {
+    "onekey-gevent": ("OneKey gevent", "gevent", "postgres"),
+    "onekey-gthread": ("OneKey gthread", "gthread", "postgres"),
+    "onekey-sqlite": ("OneKey gthread, SQLite + embedded Redis", None, "sqlite"),
+}
+SQLITE_INSTANCE = WORK / "instance-sqlite"  # deleted before onekey-sqlite starts
 
 PROMPT = [{"role": "user", "content": "Say hello in one short sentence."}]
 
@@ -84,14 +94,30 @@ class Server:
 
     running: ClassVar[list[Server]] = []
 
-    def __init__(self, name: str, cmd: list[str], env: dict, cwd: Path, health_url: str):
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict,
+        cwd: Path,
+        health_url: str = "",
+        ready: Callable[[], bool] | None = None,
+    ):
         self.name = name
         self.cmd = cmd
         self.env = env
         self.cwd = cwd
         self.health_url = health_url
+        self.ready = ready  # instead of health_url, for a server that speaks no HTTP
         self.log_path = WORK / f"{name}.log"
         self.process: subprocess.Popen | None = None
+        self.stopped_at: float | None = None
+
+    def healthy(self) -> bool:
+        if self.ready is not None:
+            return self.ready()
+        with urllib.request.urlopen(self.health_url, timeout=2) as answer:
+            return answer.status == 200
 
     def start(self, timeout: float = 60) -> Server:
         self.started_at = time.time()
@@ -105,17 +131,23 @@ class Server:
             start_new_session=True,
         )
         Server.running.append(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.health_url, timeout=2) as answer:
-                    if answer.status == 200:
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited at start; see {self.log_path}")
+                try:
+                    if self.healthy():
                         return self
-            except OSError:
+                except OSError:
+                    pass
                 time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not become healthy in {timeout}s; see {self.log_path}")
+            raise RuntimeError(
+                f"{self.name} did not become healthy in {timeout}s; see {self.log_path}"
+            )
+        except BaseException:
+            self.stop(timeout=10)  # what did not start does not linger until the end of the run
+            raise
 
     @property
     def pid(self) -> int:
@@ -142,6 +174,7 @@ class Server:
         if self.process.poll() is None:
             self.process.wait(timeout=5)
         self.log_file.close()
+        self.stopped_at = self.stopped_at or time.time()
         if self in Server.running:
             Server.running.remove(self)
 
@@ -232,7 +265,7 @@ class RssSampler(threading.Thread):
 
 @dataclass
 class Target:
-    name: str  # "direct", "onekey-gevent", "onekey-gthread", "litellm"
+    name: str  # "direct", "onekey-gevent", "onekey-gthread", "onekey-sqlite", "litellm"
     label: str
     url: str
     key: str
@@ -241,6 +274,11 @@ class Target:
     phases: dict = field(default_factory=dict)
     slow: dict | None = None
     notes: list = field(default_factory=list)
+    database: str = ""  # OneKey: "postgres" or "sqlite"
+    redis_url: str = ""  # OneKey: where its in-flight sets are
+    redis_server: Server | None = None  # the embedded redis-server this target started
+    env: dict = field(default_factory=dict)  # OneKey: the environment of its flask commands
+    metering: dict | None = None
 
 
 @dataclass
@@ -286,8 +324,12 @@ def run_wrk(url: str, key: str, body: str, concurrency: int, seconds: float) -> 
 def measure_phase(target: Target, phase: Phase, args, sampler: RssSampler, pg_db: str) -> dict:
     body = body_for(phase.stream, args.stream_chunks)
     server_tree = target.server.tree()
-    pg = postgres_backends(pg_db) if target.name.startswith("onekey") else []
-    redis = redis_servers() if target.name.startswith("onekey") else []
+    # SQLite runs inside the server's processes: no database process to add.
+    pg = postgres_backends(pg_db) if target.database == "postgres" else []
+    if target.redis_server is not None:
+        redis = target.redis_server.tree()
+    else:
+        redis = redis_servers() if target.database else []
     before = (tree_cpu(server_tree), tree_cpu(pg), tree_cpu(redis))
     psutil.cpu_percent(None)
     sampler.reset_peak()
@@ -299,7 +341,11 @@ def measure_phase(target: Target, phase: Phase, args, sampler: RssSampler, pg_db
         peak_rss=sampler.peak,
         machine_cpu_pct=machine_busy,
         server_cpu_ms_per_req=1000 * cpu_delta(before[0], after[0]) / requests,
-        pg_cpu_ms_per_req=1000 * cpu_delta(before[1], after[1]) / requests,
+        pg_cpu_ms_per_req=(
+            1000 * cpu_delta(before[1], after[1]) / requests
+            if target.database == "postgres"
+            else None
+        ),
         redis_cpu_ms_per_req=1000 * cpu_delta(before[2], after[2]) / requests,
         server_cpu_cores=cpu_delta(before[0], after[0]) / (result["duration_us"] / 1e6),
     )
@@ -316,9 +362,10 @@ def onekey_inflight(redis_url: str, since: float) -> int:
     return sum(redis.zcount(name, since, "+inf") for name in redis.scan_iter("onekey:inflight:*"))
 
 
-def quiesce(target: Target, redis_url: str, limit: float = 60) -> float:
+def quiesce(target: Target, limit: float = 60) -> float:
     """Wait until the server is idle: requests wrk gave up on may still be running (on OneKey,
-    waiting for a row lock costs no CPU, so its in-flight count decides). Returns seconds waited."""
+    waiting for a row lock costs no CPU, so its in-flight count in its Redis decides). Returns
+    seconds waited."""
     server = target.server
     began = time.monotonic()
     before = tree_cpu(server.tree())
@@ -326,8 +373,8 @@ def quiesce(target: Target, redis_url: str, limit: float = 60) -> float:
         time.sleep(0.5)
         after = tree_cpu(server.tree())
         busy = cpu_delta(before, after) >= 0.03
-        if target.name.startswith("onekey") and not busy:
-            busy = onekey_inflight(redis_url, server.started_at) > 0
+        if target.redis_url and not busy:
+            busy = onekey_inflight(target.redis_url, server.started_at) > 0
         if not busy:
             break
         before = after
@@ -485,6 +532,9 @@ def scan_log(path: Path) -> list[str]:
     errors = sum(1 for line in text.splitlines() if " ERROR " in line or "[ERROR]" in line)
     if errors:
         notes.append(f"{errors} ERROR lines in {path.relative_to(ROOT)}")
+    locked = text.count("database is locked")
+    if locked:
+        notes.append(f"{locked} SQLite 'database is locked' errors")
     deadlocks = text.count("DeadlockDetected")
     if deadlocks:
         failed = text.count("settlement of hold")
@@ -531,7 +581,15 @@ def flask(env: dict, *args: str) -> str:
     return out.stdout.strip()
 
 
-def onekey_env(args, database_url: str, fake_url: str) -> dict:
+def onekey_env(
+    args,
+    fake_url: str,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    instance: Path = WORK / "instance",
+) -> dict:
+    """OneKey's environment; without a database and Redis URL, the embedded default (SQLite and
+    the bundled redis-server, both under `instance`)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -540,11 +598,9 @@ def onekey_env(args, database_url: str, fake_url: str) -> dict:
     }
     env.update(
         FLASK_APP="wsgi:app",
-        DATABASE_URL=database_url,
-        REDIS_URL=args.redis_url,
         SECRET_KEY=secrets.token_urlsafe(32),
         KEY_HASH_SECRET=secrets.token_urlsafe(32),
-        ONEKEY_INSTANCE_PATH=str(WORK / "instance"),
+        ONEKEY_INSTANCE_PATH=str(instance),
         OPENAI_BASE_URL=f"{fake_url}/v1",
         OPENAI_API_KEY=UPSTREAM_KEY,
         # The bench lifts the per-key and per-account limits (the issue allows it).
@@ -553,14 +609,37 @@ def onekey_env(args, database_url: str, fake_url: str) -> dict:
         WEB_CONCURRENCY=str(args.workers),
         WEB_GRACEFUL_TIMEOUT="5",
     )
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    if redis_url:
+        env["REDIS_URL"] = redis_url
     return env
 
 
-def start_onekey(env: dict, worker_class: str) -> Server:
+def provision_onekey(env: dict, accounts: int) -> str:
+    """Migrate, sync the catalogue, create `accounts` funded accounts with a key each; returns the
+    keys, comma-separated (wrk/post.lua takes them in turn)."""
+    flask(env, "db", "upgrade")
+    flask(env, "catalog", "sync")
+
+    def funded_key(n: int) -> str:
+        email = EMAIL if n == 0 else EMAIL.replace("@", f"{n}@")
+        flask(env, "users", "create", email, "--password", secrets.token_urlsafe(16))
+        flask(env, "credits", "grant", email, "1000000", "--note", "bench")
+        return flask(env, "keys", "create", email, "--name", "bench").splitlines()[-1]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        return ",".join(pool.map(funded_key, range(accounts)))
+
+
+def start_onekey(env: dict, name: str) -> Server:
     port = free_port()
-    server_env = {**env, "PORT": str(port), "WEB_WORKER_CLASS": worker_class}
+    server_env = {**env, "PORT": str(port)}
+    worker_class = ONEKEY_TARGETS[name][1]
+    if worker_class:  # else gunicorn.conf.py picks (gthread on SQLite)
+        server_env["WEB_WORKER_CLASS"] = worker_class
     return Server(
-        f"onekey-{worker_class}",
+        name,
         [str(MAIN_PY), "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
         server_env,
         ROOT,
@@ -568,14 +647,103 @@ def start_onekey(env: dict, worker_class: str) -> Server:
     ).start()
 
 
-def onekey_metering(env: dict, pg_url: str, db_name: str) -> dict:
-    import psycopg
+def embedded_locations(env: dict) -> tuple[Path, str]:
+    """The SQLite file and the Redis URL OneKey uses in this environment, asked of app/config.py."""
+    out = subprocess.run(
+        [
+            str(MAIN_PY),
+            "-c",
+            "from app.config import embedded_database_url as d, embedded_redis_url as r; "
+            "print(d()); print(r())",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"reading app.config failed: {out.stdout}{out.stderr}")
+    database_url, redis_url = out.stdout.split()
+    return Path(database_url.removeprefix("sqlite:///")), redis_url
 
-    with psycopg.connect(f"{pg_url}/{db_name}") as conn:
-        rows = conn.execute(
-            "SELECT status, streamed, count(*) FROM usage_records GROUP BY 1, 2 ORDER BY 1, 2"
-        ).fetchall()
-        open_holds = conn.execute("SELECT count(*) FROM holds WHERE status = 'open'").fetchone()[0]
+
+def start_embedded_redis(env: dict, redis_url: str, name: str) -> Server:
+    """`python -m app.embedded_redis` (the Procfile's `redis`): redis-server on the unix socket
+    under the instance folder, in its own process group like every other server."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    socket_path = Path(redis_url.removeprefix("unix://"))
+
+    def ready() -> bool:
+        if not socket_path.exists():
+            return False
+        try:
+            with Redis(unix_socket_path=str(socket_path), socket_timeout=2) as redis:
+                return bool(redis.ping())
+        except RedisError:
+            return False
+
+    return Server(name, [str(MAIN_PY), "-m", "app.embedded_redis"], env, ROOT, ready=ready).start(
+        timeout=30
+    )
+
+
+def start_onekey_sqlite(args, fake_url: str, name: str) -> Target:
+    """OneKey on its embedded default: a fresh instance folder, its redis-server, SQLite in it."""
+    shutil.rmtree(SQLITE_INSTANCE, ignore_errors=True)
+    env = onekey_env(args, fake_url, instance=SQLITE_INSTANCE)
+    database_path, redis_url = embedded_locations(env)
+    log(f"fresh instance folder {SQLITE_INSTANCE.relative_to(ROOT)}: embedded Redis, SQLite")
+    redis_server = start_embedded_redis(env, redis_url, f"{name}-redis")
+    try:
+        log("migrate, catalogue, account, key")
+        key = provision_onekey(env, args.accounts)
+        server = start_onekey(env, name)
+    except BaseException:
+        redis_server.stop()
+        raise
+    log(f"{name}: SQLite {database_path.relative_to(ROOT)}, Redis {redis_url}")
+    return Target(
+        name,
+        ONEKEY_TARGETS[name][0],
+        server.health_url.replace("/healthz", "/v1/chat/completions"),
+        key,
+        server,
+        database="sqlite",
+        redis_url=redis_url,
+        redis_server=redis_server,
+        env=env,
+    )
+
+
+def _utc(epoch: float) -> dt.datetime:
+    """Naive UTC, as OneKey's UTCDateTime columns store it."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).replace(tzinfo=None)
+
+
+def metering_counts(conn, placeholder: str, window: tuple | None = None) -> dict:
+    """Usage records by status and open holds, of rows created within `window` (all if None)."""
+    where, params = "", ()
+    if window:
+        where = f" AND created_at >= {placeholder} AND created_at < {placeholder}"
+        params = window
+    rows = conn.execute(
+        "SELECT status, streamed, count(*) FROM usage_records WHERE 1 = 1"  # noqa: S608
+        f"{where} GROUP BY 1, 2 ORDER BY 1, 2",
+        params,
+    ).fetchall()
+    open_holds = conn.execute(
+        f"SELECT count(*) FROM holds WHERE status = 'open'{where}",  # noqa: S608
+        params,
+    ).fetchone()[0]
+    return {
+        "usage_records": [{"status": s, "streamed": bool(st), "count": c} for s, st, c in rows],
+        "open_holds": open_holds,
+    }
+
+
+def ledger_check(env: dict) -> dict:
     check = subprocess.run(
         [str(MAIN_PY), "-m", "flask", "ledger", "check"],
         cwd=ROOT,
@@ -584,11 +752,34 @@ def onekey_metering(env: dict, pg_url: str, db_name: str) -> dict:
         text=True,
     )
     return {
-        "usage_records": [{"status": s, "streamed": st, "count": c} for s, st, c in rows],
-        "open_holds": open_holds,
         "ledger_check": (check.stdout + check.stderr).strip()[-500:],
         "ledger_ok": check.returncode == 0,
     }
+
+
+def postgres_metering(target: Target, pg_url: str, db_name: str, check: dict) -> dict:
+    """The PostgreSQL targets share one database: each counts the rows created while its server
+    ran; `check` is `flask ledger check` of the whole database."""
+    import psycopg
+
+    window = (_utc(target.server.started_at), _utc(target.server.stopped_at or time.time()))
+    with psycopg.connect(f"{pg_url}/{db_name}") as conn:
+        counts = metering_counts(conn, "%s", window)
+    return {
+        **counts,
+        **check,
+        "scope": "rows created while this server ran; ledger: whole database",
+    }
+
+
+def sqlite_metering(target: Target) -> dict:
+    """onekey-sqlite has its database to itself; run after its server stopped, with its Redis up."""
+    import sqlite3
+
+    database_path, _ = embedded_locations(target.env)
+    with contextlib.closing(sqlite3.connect(database_path)) as conn:
+        counts = metering_counts(conn, "?")
+    return {**counts, **ledger_check(target.env), "scope": "its own SQLite database"}
 
 
 # --- LiteLLM -----------------------------------------------------------------------------------
@@ -694,7 +885,9 @@ def report(targets: list[Target], args, meta: dict) -> str:
         f"{meta['python']}; gunicorn {meta['gunicorn']}, gevent {meta['gevent']}; LiteLLM "
         f"{meta.get('litellm', '–')}; wrk {meta['wrk']}.",
         f"Run: `{meta['command']}`; {args.duration:g} s per phase after a warm-up; OneKey "
-        f"{args.workers} workers (PostgreSQL `{args.db_name}`, Redis `{args.redis_url}`, load spread "
+        f"{args.workers} workers (PostgreSQL `{args.db_name}`, Redis `{args.redis_url}`; "
+        f"onekey-sqlite: SQLite and the embedded redis-server in "
+        f"`{SQLITE_INSTANCE.relative_to(ROOT)}`; load spread "
         f"over {args.accounts} account{'s' if args.accounts > 1 else ''}), LiteLLM "
         f"{args.litellm_workers} workers (no database). Machine CPU busy before the run: "
         f"{meta['idle_busy_pct']:.0f}%, load average {meta['loadavg']} (other work on the machine "
@@ -724,6 +917,9 @@ def report(targets: list[Target], args, meta: dict) -> str:
         "",
         "## CPU per request (server process tree; PostgreSQL backends of the bench database; Redis)",
         "",
+        "Redis is every redis-server on the machine for the PostgreSQL targets, the embedded "
+        "redis-server for the SQLite one; SQLite runs inside the server's processes (n.a.).",
+        "",
         "| target | phase | server CPU ms/req | server cores busy | PostgreSQL CPU ms/req | Redis CPU ms/req | machine CPU % |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -731,7 +927,8 @@ def report(targets: list[Target], args, meta: dict) -> str:
         for name, x in t.phases.items():
             lines.append(
                 f"| {t.label} | {name} | {x['server_cpu_ms_per_req']:.2f} | {x['server_cpu_cores']:.2f} | "
-                f"{x['pg_cpu_ms_per_req']:.2f} | {x['redis_cpu_ms_per_req']:.2f} | {x['machine_cpu_pct']:.0f} |"
+                f"{fmt(x['pg_cpu_ms_per_req'], 2) if t.database == 'postgres' else 'n.a.'} | "
+                f"{x['redis_cpu_ms_per_req']:.2f} | {x['machine_cpu_pct']:.0f} |"
             )
     direct = by.get("direct")
     lines += ["", "## Overhead against calling the upstream directly (c=1, non-streaming)", ""]
@@ -787,17 +984,22 @@ def report(targets: list[Target], args, meta: dict) -> str:
                 f"{mb(s['peak_rss'])} | {per_stream:.0f} | {s['server_cpu_cores']:.2f} |"
             )
     lines += ["", "## Targets (goals to measure against, not gates)", ""]
-    lines += ["| goal | OneKey gevent | OneKey gthread |", "| --- | --- | --- |"]
+    # One column per OneKey target asked for (all three when none was).
+    columns = [n for n in args.targets.split(",") if n in ONEKEY_TARGETS] or list(ONEKEY_TARGETS)
+    lines += [
+        "| goal | " + " | ".join(ONEKEY_TARGETS[n][0] for n in columns) + " |",
+        "| --- |" + " --- |" * len(columns),
+    ]
 
     def goal_row(label, fn):
         cells = []
-        for name in ("onekey-gevent", "onekey-gthread"):
+        for name in columns:
             t = by.get(name)
             try:
                 cells.append(fn(t) if t and t.phases else "not run")
             except (KeyError, TypeError, ZeroDivisionError, AttributeError):
                 cells.append("not run")
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     def mark(ok: bool) -> str:
         return "met" if ok else "**missed**"
@@ -805,7 +1007,7 @@ def report(targets: list[Target], args, meta: dict) -> str:
     if direct and direct.phases:
         d50 = direct.phases["c1"]["p50_us"]
         goal_row(
-            "overhead p50 ≤ 2 ms at c=1, metered on PostgreSQL",
+            "overhead p50 ≤ 2 ms at c=1, fully metered",
             lambda t: (
                 f"{mark((t.phases['c1']['p50_us'] - d50) / 1000 <= 2)}: "
                 f"{(t.phases['c1']['p50_us'] - d50) / 1000:.2f} ms"
@@ -835,21 +1037,27 @@ def report(targets: list[Target], args, meta: dict) -> str:
             f"{t.slow['ok']} ok, {t.slow['failed']} failed, {mb(t.slow['peak_rss'])} MB"
         ),
     )
-    for t in targets:
-        metering = getattr(t, "metering", None)
-        if metering:
+    metered = [t for t in targets if t.metering]
+    if metered:
+        lines += [
+            "",
+            "## Metering check (every OneKey request of the run was held, settled and recorded)",
+            "",
+            "The PostgreSQL targets share one database: each counts the rows created while its "
+            "server ran, and `flask ledger check` covers the whole database. onekey-sqlite has its "
+            "own SQLite database.",
+            "",
+        ]
+        for t in metered:
+            m = t.metering
             records = ", ".join(
                 f"{r['count']} {r['status']}{' streamed' if r['streamed'] else ''}"
-                for r in metering["usage_records"]
+                for r in m["usage_records"]
             )
-            lines += [
-                "",
-                "## Metering check (every OneKey request of the run was held, settled and recorded)",
-                "",
-                f"Usage records: {records}. Open holds left: {metering['open_holds']}. "
-                f"`flask ledger check`: {metering['ledger_check']!r}.",
-            ]
-            break
+            lines.append(
+                f"- {t.label}: usage records: {records or 'none'}. Open holds left: "
+                f"{m['open_holds']}. `flask ledger check`: {m['ledger_check']!r}."
+            )
     for t in targets:
         if t.notes:
             lines += ["", f"Notes on {t.label}: " + "; ".join(t.notes)]
@@ -890,7 +1098,12 @@ def report(targets: list[Target], args, meta: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="OneKey vs LiteLLM vs direct, in one run.")
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~3 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short smoke run (~3 minutes): short phases, 200 slow streams of 30 chunks; "
+        "options given explicitly win",
+    )
     parser.add_argument("--duration", type=float, default=15, help="seconds per load phase")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per server")
     parser.add_argument("--stream-chunks", type=int, default=20)
@@ -906,11 +1119,15 @@ def main() -> int:
     parser.add_argument("--slow-chunks", type=int, default=300)
     parser.add_argument("--slow-delay-ms", type=int, default=100)
     parser.add_argument("--slow-ramp", type=float, default=5.0)
-    parser.add_argument("--targets", default="direct,onekey-gevent,onekey-gthread,litellm")
+    parser.add_argument(
+        "--targets",
+        default="direct,onekey-gevent,onekey-gthread,onekey-sqlite,litellm",
+        help="which servers to measure, in order [%(default)s]",
+    )
     parser.add_argument(
         "--slow-targets",
         default="onekey-gevent,onekey-gthread",
-        help="where the slow-stream test runs (litellm allowed)",
+        help="where the slow-stream test runs (onekey-sqlite and litellm allowed) [%(default)s]",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--profile-seconds", type=float, default=8)
@@ -920,9 +1137,22 @@ def main() -> int:
     parser.add_argument("--output", help="results file [bench/results-<date>.md]")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup, args.profile_seconds = 4, 1, 3
-        args.slow_streams, args.slow_chunks, args.slow_ramp = 200, 30, 2
+        quick = {
+            "duration": 4,
+            "warmup": 1,
+            "profile_seconds": 3,
+            "slow_streams": 200,
+            "slow_chunks": 30,
+            "slow_ramp": 2,
+        }
+        for name, value in quick.items():
+            if getattr(args, name) == parser.get_default(name):  # an option given explicitly wins
+                setattr(args, name, value)
     targets_wanted = args.targets.split(",")
+    known = {"direct", "litellm", *ONEKEY_TARGETS}
+    unknown = [n for n in [*targets_wanted, *args.slow_targets.split(",")] if n and n not in known]
+    if unknown:
+        parser.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if shutil.which("wrk") is None:
         log("wrk is missing: apt-get install -y wrk")
         return 2
@@ -979,27 +1209,17 @@ def main() -> int:
     fake_url = f"http://127.0.0.1:{fake_port}"
     targets: list[Target] = []
     database_url = f"{args.pg_url}/{args.db_name}"
-    env = onekey_env(args, database_url, fake_url)
+    env = onekey_env(args, fake_url, database_url, args.redis_url)
     db_created = False
     try:
-        if any(t.startswith("onekey") for t in targets_wanted):
+        if any(ONEKEY_TARGETS[t][2] == "postgres" for t in targets_wanted if t in ONEKEY_TARGETS):
             log(
                 f"fresh database {args.db_name}, Redis {args.redis_url} flushed; migrate, catalogue, account, key"
             )
             create_database(args.pg_url, args.db_name)
             db_created = True
             flush_redis(args.redis_url)
-            flask(env, "db", "upgrade")
-            flask(env, "catalog", "sync")
-
-            def funded_key(n: int) -> str:
-                email = EMAIL if n == 0 else EMAIL.replace("@", f"{n}@")
-                flask(env, "users", "create", email, "--password", secrets.token_urlsafe(16))
-                flask(env, "credits", "grant", email, "1000000", "--note", "bench")
-                return flask(env, "keys", "create", email, "--name", "bench").splitlines()[-1]
-
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                onekey_key = ",".join(pool.map(funded_key, range(args.accounts)))
+            onekey_key = provision_onekey(env, args.accounts)
         for name in targets_wanted:
             log(f"== {name}")
             try:
@@ -1007,15 +1227,19 @@ def main() -> int:
                     target = Target(
                         name, "direct (fake upstream)", f"{fake_url}/v1/chat/completions", "", fake
                     )
-                elif name.startswith("onekey-"):
-                    worker_class = name.split("-", 1)[1]
-                    server = start_onekey(env, worker_class)
+                elif name == "onekey-sqlite":
+                    target = start_onekey_sqlite(args, fake_url, name)
+                elif name in ONEKEY_TARGETS:
+                    server = start_onekey(env, name)
                     target = Target(
                         name,
-                        f"OneKey {worker_class}",
+                        ONEKEY_TARGETS[name][0],
                         server.health_url.replace("/healthz", "/v1/chat/completions"),
                         onekey_key,
                         server,
+                        database="postgres",
+                        redis_url=args.redis_url,
+                        env=env,
                     )
                 elif name == "litellm":
                     server = start_litellm(fake_url, args.litellm_workers)
@@ -1039,10 +1263,10 @@ def main() -> int:
                 # its backlog to the c=1 phase.
                 run_wrk(target.url, target.key, body_for(False, args.stream_chunks), 1, args.warmup)
                 run_wrk(target.url, target.key, body_for(True, args.stream_chunks), 1, args.warmup)
-                quiesce(target, args.redis_url)
+                quiesce(target)
                 target.idle_rss = sampler.sample()
                 for phase in PHASES:
-                    quiesce(target, args.redis_url)
+                    quiesce(target)
                     result = measure_phase(target, phase, args, sampler, args.db_name)
                     target.phases[phase.name] = result
                     log(
@@ -1059,7 +1283,7 @@ def main() -> int:
                             f"{', 20-chunk streams' if phase.stream else ', non-streaming'})"
                         ] = profile(target, args, phase, out)
                 if name in args.slow_targets.split(","):
-                    quiesce(target, args.redis_url)
+                    quiesce(target)
                     log(
                         f"{name}: {args.slow_streams} slow streams ({args.slow_chunks} × {args.slow_delay_ms} ms)"
                     )
@@ -1073,11 +1297,24 @@ def main() -> int:
                 if target.server is not fake:
                     target.server.stop()
                     target.notes += scan_log(target.server.log_path)
+                if target.redis_server is not None:
+                    # Its metering check needs its database and, for the app to start, its Redis.
+                    try:
+                        target.metering = sqlite_metering(target)
+                    except Exception as exc:
+                        target.notes.append(f"metering check failed: {exc}")
+                        log(f"{name} metering check failed: {exc}")
+                    finally:
+                        target.redis_server.stop()
         if db_created:
+            check = ledger_check(env)
             for t in targets:
-                if t.name.startswith("onekey"):
-                    t.metering = onekey_metering(env, args.pg_url, args.db_name)
-                    break
+                if t.database == "postgres":
+                    try:
+                        t.metering = postgres_metering(t, args.pg_url, args.db_name, check)
+                    except Exception as exc:
+                        t.notes.append(f"metering check failed: {exc}")
+                        log(f"{t.name} metering check failed: {exc}")
     finally:
         sampler.stopped.set()
         stop_all()
@@ -1105,7 +1342,7 @@ def main() -> int:
                         "idle_rss": t.idle_rss,
                         "phases": t.phases,
                         "slow": t.slow,
-                        "metering": getattr(t, "metering", None),
+                        "metering": t.metering,
                         "notes": t.notes,
                     }
                     for t in targets
