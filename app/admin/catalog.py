@@ -1,7 +1,8 @@
 """Admin pages for the model catalogue: enabling models, margins, sell prices.
 
-Prices are read from the database on every request (the proxy's `resolve_model`, /pricing,
-/v1/models), so an edit applies from the next request on.
+/pricing and /v1/models read the database on every request; the proxy caches models per process
+and its hold statement refuses a copy whose version an edit changed (app/proxy/catalog_cache.py), so
+an edit applies from the next request on everywhere.
 """
 
 from __future__ import annotations
