@@ -9,10 +9,18 @@ tools Google runs are billed apart from the tokens; errors.UNPRICEABLE).
 from __future__ import annotations
 
 import json
+import re
 
-from app.proxy.errors import GOOGLE, ProxyError, error_body, stream_error_event, unpriceable
-from app.proxy.metering import PricedModel, Usage, delivered_json_bytes, usage_from_gemini
-from app.proxy.sse import Event
+from app.proxy.errors import GOOGLE, ProxyError, error_body, unpriceable
+from app.proxy.metering import PricedModel, delivered_json_bytes, usage_from_gemini
+from app.proxy.relay import (
+    BaseRelay,
+    object_value,
+    parse_object_at,
+    string_bytes,
+    string_values,
+)
+from app.proxy.sse import Event, raw_frame
 
 VERSIONS = ("v1", "v1beta")
 # The one kind of tool the client runs (billed as tokens); every other key of a Tool object is a
@@ -89,17 +97,21 @@ def upstream_body(body: dict, *, limit: int | None) -> dict:
     return upstream
 
 
-class GenerateRelay:
+# Chunks parsed whole: errors, the last (finishReason) and function calls (their arguments are
+# metered as compact JSON). Other chunks are passed as they came; their counts are read alone.
+GENERATE_PARSED = re.compile(rb'"(?:error|finishReason|functionCall)"')
+USAGE_METADATA = object_value("usageMetadata")
+PART_TEXT = string_values("text")
+
+
+class GenerateRelay(BaseRelay):
     """Relays SSE chunks as SSE, or (when the client asked without alt=sse) as a JSON array."""
 
+    dialect = GOOGLE
+
     def __init__(self, model: PricedModel, *, as_sse: bool = True):
-        self.model = model
+        super().__init__(model)
         self.as_sse = as_sse
-        self.usage: Usage | None = None
-        self.usage_complete = False
-        self.finished = False
-        self.failed = False
-        self.delivered_bytes = 0
         self._sent_any = False
 
     def _take(self, chunk: dict) -> None:
@@ -124,38 +136,52 @@ class GenerateRelay:
         if self.finished and self.usage is not None:
             self.usage_complete = True
 
+    def _take_raw(self, data: bytes) -> None:
+        """`_take` for a chunk of only text and counts, without parsing all of it."""
+        if b'"usageMetadata"' in data:
+            report = parse_object_at(USAGE_METADATA, data)
+            if report:
+                self.usage = usage_from_gemini(report)
+                if self.finished:
+                    self.usage_complete = True
+        self.delivered_bytes += string_bytes(PART_TEXT, data)
+
     def response_body(self, upstream: dict) -> dict:
         self._take(upstream)
         self.finished = True
         self.usage_complete = self.usage is not None
         return upstream
 
-    def on_event(self, event: Event) -> list[bytes]:
-        chunk = event.json_object()
-        if chunk is None:
-            return []
-        if "error" in chunk:
-            self.finished = False
-            self.failed = True
+    def on_raw(self, name: bytes | None, data: bytes) -> bytes:
+        if not data.startswith(b"{"):
+            return b""
+        if GENERATE_PARSED.search(data) is None:
+            self._take_raw(data)
         else:
-            self._take(chunk)
-        data = json.dumps(chunk, separators=(",", ":"))
+            chunk = Event.decode((name, data)).json_object()
+            if chunk is None:
+                return b""
+            if "error" in chunk:
+                self.finished = False
+                self.failed = True
+            else:
+                self._take(chunk)
         if self.as_sse:
-            return [f"data: {data}\r\n\r\n".encode()]
+            return raw_frame(data, eol=b"\r\n")
         prefix = b"," if self._sent_any else b"["
         self._sent_any = True
-        return [prefix + data.encode()]
+        return prefix + data
 
-    def on_end(self) -> list[bytes]:
+    def closing(self) -> bytes:
         if self.as_sse:
-            return []
-        return [b"]" if self._sent_any else b"[]"]
+            return b""
+        return b"]" if self._sent_any else b"[]"
 
     def error_frame(self, error: ProxyError) -> bytes:
         """An error after the stream started: the last element of the JSON array, which it closes
         (an SSE `data:` line would break the array)."""
         if self.as_sse:
-            return stream_error_event(error, GOOGLE)
+            return super().error_frame(error)
         body = json.dumps(error_body(error, GOOGLE), separators=(",", ":")).encode()
         prefix = b"," if self._sent_any else b"["
         self._sent_any = True

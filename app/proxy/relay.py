@@ -1,16 +1,26 @@
-"""What every relay (upstream answer -> client answer) provides to the gateway."""
+"""What every relay (upstream answer -> client answer) provides to the gateway, and the base
+that relays share.
+
+Streams are fed as the bytes the upstream sent. Relays of the client's own dialect pass each event
+on as it came and parse JSON only where metering needs it (`on_raw`); relays that translate decode
+and parse each event once (`EventRelay.on_event`).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+import re
+from typing import ClassVar, Protocol
 
-from app.proxy.metering import Usage
-from app.proxy.sse import Event
+from app.proxy.errors import OPENAI, ProxyError, stream_error_event
+from app.proxy.metering import PricedModel, Usage
+from app.proxy.sse import Event, SSEParser
 
 
 class Relay(Protocol):
     """Turns the upstream answer into the client's, and keeps the usage it proves."""
 
+    model: PricedModel
     usage: Usage | None
     usage_complete: bool  # the provider's final counts were seen
     finished: bool  # the stream's terminal event was seen
@@ -19,6 +29,111 @@ class Relay(Protocol):
 
     def response_body(self, upstream: dict) -> dict: ...
 
-    def on_event(self, event: Event) -> list[bytes]: ...
+    def feed(self, chunk: bytes) -> bytes:
+        """What to send the client for these upstream bytes (cut anywhere)."""
+        ...
 
-    def on_end(self) -> list[bytes]: ...
+    def end(self) -> bytes:
+        """The upstream ended cleanly: what is left to send. When the stream is neither
+        finished nor failed by then, only what the last bytes held (the caller reports the
+        early end)."""
+        ...
+
+    def error_frame(self, error: ProxyError) -> bytes:
+        """A failure after the stream started, as the client's stream carries it."""
+        ...
+
+
+class BaseRelay:
+    """The state every relay keeps, and SSE framing of the upstream bytes."""
+
+    dialect: ClassVar[str] = OPENAI  # the client's
+
+    def __init__(self, model: PricedModel):
+        self.model = model
+        self.usage: Usage | None = None
+        self.usage_complete = False
+        self.finished = False
+        self.failed = False
+        self.delivered_bytes = 0
+        self._parser = SSEParser()
+
+    def on_raw(self, name: bytes | None, data: bytes) -> bytes:
+        """One upstream event -> the bytes for the client."""
+        raise NotImplementedError
+
+    def closing(self) -> bytes:
+        """What ends a complete stream (after its last event)."""
+        return b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        events = self._parser.feed(chunk)
+        if len(events) == 1:
+            return self.on_raw(*events[0])
+        return b"".join([self.on_raw(name, data) for name, data in events])
+
+    def end(self) -> bytes:
+        frames = [self.on_raw(name, data) for name, data in self._parser.flush()]
+        if self.finished or self.failed:
+            frames.append(self.closing())
+        return b"".join(frames)
+
+    def error_frame(self, error: ProxyError) -> bytes:
+        return stream_error_event(error, self.dialect)
+
+
+class EventRelay(BaseRelay):
+    """A relay that translates: each event decoded and its JSON parsed once, in `on_event`."""
+
+    def on_event(self, event: Event) -> list[bytes]:
+        raise NotImplementedError
+
+    def on_end(self) -> list[bytes]:
+        return []
+
+    def on_raw(self, name: bytes | None, data: bytes) -> bytes:
+        return b"".join(self.on_event(Event.decode((name, data))))
+
+    def closing(self) -> bytes:
+        return b"".join(self.on_end())
+
+
+# --- reading JSON without parsing it -------------------------------------------------------------
+
+
+def string_values(*keys: str) -> re.Pattern[bytes]:
+    """A pattern for the string values of these keys in raw JSON, at any depth. A key cannot
+    match inside a string value: the quotes around it would be escaped there."""
+    names = b"|".join(re.escape(key.encode()) for key in keys)
+    return re.compile(rb'"(?:' + names + rb')"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+
+
+def string_bytes(pattern: re.Pattern[bytes], data: bytes) -> int:
+    """The UTF-8 length of the string values `pattern` finds, as delivered (escapes decoded)."""
+    total = 0
+    for value in pattern.findall(data):
+        if b"\\" in value:
+            total += len(json.loads(b'"' + value + b'"').encode("utf-8", "surrogatepass"))
+        else:
+            total += len(value)
+    return total
+
+
+_decoder = json.JSONDecoder()
+
+
+def object_value(key: str) -> re.Pattern[bytes]:
+    """A pattern for where the object value of this key starts in raw JSON."""
+    return re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*(?=\{)')
+
+
+def parse_object_at(pattern: re.Pattern[bytes], data: bytes) -> dict | None:
+    """The first object `pattern` (from `object_value`) finds in raw JSON, parsed alone."""
+    match = pattern.search(data)
+    if match is None:
+        return None
+    try:
+        value, _ = _decoder.raw_decode(data[match.end() :].decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -14,10 +14,10 @@ import requests
 from flask import Response, current_app
 from urllib3.exceptions import ReadTimeoutError
 
-from app.proxy.errors import ProxyError, stream_error_event
+from app.proxy.errors import ProxyError
 from app.proxy.gateway import Exchange, settle
 from app.proxy.relay import Relay
-from app.proxy.sse import KEEPALIVE_FRAME, SSEParser
+from app.proxy.sse import KEEPALIVE_FRAME
 
 log = logging.getLogger("onekey.proxy")
 
@@ -28,18 +28,14 @@ shutting_down = threading.Event()
 SHUTDOWN_DRAIN_SECONDS = 20
 
 
-def _read_upstream(response: requests.Response, events: queue.Queue) -> None:
-    """Reader thread: parse upstream SSE into events; end with None or an exception."""
-    parser = SSEParser()
+def _read_upstream(response: requests.Response, chunks: queue.SimpleQueue) -> None:
+    """Reader thread: hand on the upstream bytes as they arrive; end with None or an exception."""
     try:
         for chunk in response.iter_content(chunk_size=None):
-            for event in parser.feed(chunk):
-                events.put(event)
-        for event in parser.flush():
-            events.put(event)
-        events.put(None)
+            chunks.put(chunk)
+        chunks.put(None)
     except Exception as exc:  # the relay decides what a broken upstream means
-        events.put(exc)
+        chunks.put(exc)
 
 
 def _is_read_timeout(exc: Exception) -> bool:
@@ -69,8 +65,8 @@ def stream_response(
     counts first.
     """
     app = current_app._get_current_object()
-    events: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=_read_upstream, args=(response, events), daemon=True)
+    chunks: queue.SimpleQueue = queue.SimpleQueue()
+    reader = threading.Thread(target=_read_upstream, args=(response, chunks), daemon=True)
     reader.start()
     read_timeout = app.config["UPSTREAM_READ_TIMEOUT"]
     tick = min(app.config["SSE_KEEPALIVE_SECONDS"], read_timeout)
@@ -87,7 +83,7 @@ def stream_response(
                         "upstream_error", "The gateway is restarting; retry the request."
                     )
                 try:
-                    item = events.get(timeout=tick)
+                    item = chunks.get(timeout=tick)
                 except queue.Empty:
                     idle += tick
                     if idle >= read_timeout:
@@ -100,6 +96,9 @@ def stream_response(
                 idle = 0.0
                 if item is None:
                     completed = True
+                    tail = relay.end()
+                    if tail:
+                        yield tail
                     if not relay.finished and not relay.failed:
                         raise ProxyError("upstream_error", "The provider's stream ended early.")
                     break
@@ -107,19 +106,14 @@ def stream_response(
                     if _is_read_timeout(item):
                         raise ProxyError("upstream_timeout", "The provider stopped answering.")
                     raise ProxyError("upstream_error", "The provider's stream broke off.")
-                frames = relay.on_event(item)
+                frames = relay.feed(item)
                 if frames:
                     if exchange.first_token_at is None:
                         exchange.first_token_at = time.monotonic()
-                    yield b"".join(frames)
-            tail = relay.on_end()
-            if tail:
-                yield b"".join(tail)
+                    yield frames
         except ProxyError as error:
             outcome = "shutdown" if outcome == "shutdown" else "partial"
-            # A relay whose stream is not SSE (Gemini's JSON array) frames the error itself.
-            frame_error = getattr(relay, "error_frame", None)
-            yield frame_error(error) if frame_error else stream_error_event(error, exchange.dialect)
+            yield relay.error_frame(error)
         except GeneratorExit:
             outcome = "client_disconnect"
             raise
@@ -127,10 +121,10 @@ def stream_response(
             try:
                 if not completed and drain_on_disconnect:
                     if outcome == "client_disconnect":
-                        _drain(events, relay, read_timeout)
+                        _drain(chunks, relay, read_timeout)
                     elif outcome == "shutdown":
                         # Within the graceful stop: what is not read by then stays partial.
-                        _drain(events, relay, read_timeout, SHUTDOWN_DRAIN_SECONDS)
+                        _drain(chunks, relay, read_timeout, SHUTDOWN_DRAIN_SECONDS)
                 hang_up(response, reader)
             finally:
                 settle(app, exchange, relay, "ok")
@@ -167,7 +161,7 @@ def hang_up(response: requests.Response, reader: threading.Thread) -> None:
 
 
 def _drain(
-    events: queue.Queue, relay: Relay, read_timeout: float, within: float | None = None
+    chunks: queue.SimpleQueue, relay: Relay, read_timeout: float, within: float | None = None
 ) -> None:
     """Read a stream the client left to its end (or for `within` seconds at most), keeping only
     the usage it reports."""
@@ -177,9 +171,12 @@ def _drain(
         if wait <= 0:
             return
         try:
-            item = events.get(timeout=wait)
+            item = chunks.get(timeout=wait)
         except queue.Empty:
             return
-        if item is None or isinstance(item, Exception):
+        if item is None:
+            relay.end()
             return
-        relay.on_event(item)
+        if isinstance(item, Exception):
+            return
+        relay.feed(item)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from app.proxy.errors import OPENAI, ProxyError, error_body
 from app.proxy.metering import PricedModel, Usage, merge_anthropic_usage, usage_from_anthropic
 from app.proxy.openai import cost_in_credits, validate_chat, wants_usage
+from app.proxy.relay import EventRelay
 from app.proxy.sse import Event, frame
 from app.proxy.upstream import UpstreamCall
 
@@ -720,18 +721,13 @@ def _arguments(value: object) -> str:
     return json.dumps(value if value is not None else {}, ensure_ascii=False)
 
 
-class MessagesToChat:
+class MessagesToChat(EventRelay):
     """Relays an Anthropic Messages answer to an OpenAI Chat Completions client."""
 
     def __init__(self, model: PricedModel, *, client_wants_usage: bool):
-        self.model = model
+        super().__init__(model)
         self.client_wants_usage = client_wants_usage
         self.report: dict = {}
-        self.usage: Usage | None = None
-        self.usage_complete = False
-        self.finished = False
-        self.failed = False
-        self.delivered_bytes = 0
         self.writer = ChunkWriter(model)
         self._started = False
         self._id_set = False
