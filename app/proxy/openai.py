@@ -341,12 +341,15 @@ class ResponsesRelay(BaseRelay):
         payload = Event.decode((name, data)).json_object()
         if payload is None:
             return b""
-        kind = payload.get("type") or (name or b"").decode()
+        kind = payload.get("type")
+        if not isinstance(kind, str) or not kind:
+            kind = (name or b"").decode("utf-8", errors="replace")
         if kind in RESPONSES_TERMINAL_EVENTS and isinstance(payload.get("response"), dict):
             self._take_usage(payload["response"])
             self.finished = True
-        elif kind == "error":
-            self.failed = True  # passed on below; the stream is not complete
+            return frame(payload, kind)  # with usage.cost
+        if kind == "error":
+            self.failed = True  # passed on; the stream is not complete
         elif isinstance(payload.get("delta"), str):
             self.delivered_bytes += len(payload["delta"].encode())
-        return frame(payload, kind)
+        return raw_frame(data, kind.encode())
