@@ -15,7 +15,7 @@ from app.proxy.metering import (
     merge_anthropic_usage,
     usage_from_anthropic,
 )
-from app.proxy.relay import BaseRelay, string_bytes, string_values
+from app.proxy.relay import BaseRelay, StringValues
 from app.proxy.sse import Event, raw_frame
 
 MESSAGES_PATH = "/v1/messages"
@@ -81,7 +81,7 @@ def forwarded_headers(headers) -> dict:
 
 # Events parsed: those carrying usage, and any without an `event:` line (its type is in the JSON).
 MESSAGES_PARSED = frozenset([b"message_start", b"message_delta", None])
-MESSAGES_TEXT = string_values("text", "partial_json", "thinking")
+MESSAGES_TEXT = StringValues("text", "partial_json", "thinking")
 
 
 class MessagesRelay(BaseRelay):
@@ -127,7 +127,7 @@ class MessagesRelay(BaseRelay):
             elif kind == "message_delta" and isinstance(payload.get("usage"), dict):
                 self._take(payload["usage"], final=True)
         if name == b"content_block_delta":
-            self.delivered_bytes += string_bytes(MESSAGES_TEXT, data)
+            self.delivered_bytes += MESSAGES_TEXT.utf8_length(data)
         elif name == b"message_stop":
             self.finished = True
         elif name == b"error":

@@ -15,10 +15,9 @@ from app.proxy.errors import GOOGLE, ProxyError, error_body, unpriceable
 from app.proxy.metering import PricedModel, delivered_json_bytes, usage_from_gemini
 from app.proxy.relay import (
     BaseRelay,
+    StringValues,
     object_value,
     parse_object_at,
-    string_bytes,
-    string_values,
 )
 from app.proxy.sse import Event, raw_frame
 
@@ -101,7 +100,7 @@ def upstream_body(body: dict, *, limit: int | None) -> dict:
 # metered as compact JSON). Other chunks are passed as they came; their counts are read alone.
 GENERATE_PARSED = re.compile(rb'"(?:error|finishReason|functionCall)"')
 USAGE_METADATA = object_value("usageMetadata")
-PART_TEXT = string_values("text")
+PART_TEXT = StringValues("text")
 
 
 class GenerateRelay(BaseRelay):
@@ -144,7 +143,7 @@ class GenerateRelay(BaseRelay):
                 self.usage = usage_from_gemini(report)
                 if self.finished:
                     self.usage_complete = True
-        self.delivered_bytes += string_bytes(PART_TEXT, data)
+        self.delivered_bytes += PART_TEXT.utf8_length(data)
 
     def response_body(self, upstream: dict) -> dict:
         self._take(upstream)

@@ -21,7 +21,7 @@ from app.proxy.metering import (
     usage_from_openai,
     usage_from_responses,
 )
-from app.proxy.relay import BaseRelay, string_bytes, string_values
+from app.proxy.relay import BaseRelay, StringValues
 from app.proxy.sse import Event, frame, raw_frame
 
 CHAT_PATH = "/chat/completions"
@@ -176,7 +176,7 @@ def openai_shaped_error(chunk: dict) -> dict:
 # Byte tests deciding which chunks are parsed: a usage report (every chunk of a stream that asked
 # for usage carries `"usage":null`), an error, and the text that was delivered.
 USAGE_REPORT = re.compile(rb'"usage"\s*:\s*\{')
-CHAT_TEXT = string_values("content", "reasoning_content", "arguments")
+CHAT_TEXT = StringValues("content", "reasoning_content", "arguments")
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
@@ -224,7 +224,7 @@ class ChatRelay(BaseRelay):
             return b""
         if b'"error"' in data or USAGE_REPORT.search(data):
             return self._rewrite(data)
-        self.delivered_bytes += string_bytes(CHAT_TEXT, data)
+        self.delivered_bytes += CHAT_TEXT.utf8_length(data)
         return raw_frame(data)
 
     def _rewrite(self, data: bytes) -> bytes:
@@ -301,7 +301,7 @@ def responses_upstream_body(
 RESPONSES_PARSED = frozenset(
     [*(kind.encode() for kind in RESPONSES_TERMINAL_EVENTS), b"error", None]
 )
-RESPONSES_DELTA = string_values("delta")
+RESPONSES_DELTA = StringValues("delta")
 
 
 class ResponsesRelay(BaseRelay):
@@ -334,7 +334,7 @@ class ResponsesRelay(BaseRelay):
         if name in RESPONSES_PARSED:
             return self._parsed(name, data)
         if b'"delta"' in data:
-            self.delivered_bytes += string_bytes(RESPONSES_DELTA, data)
+            self.delivered_bytes += RESPONSES_DELTA.utf8_length(data)
         return raw_frame(data, name)
 
     def _parsed(self, name: bytes | None, data: bytes) -> bytes:

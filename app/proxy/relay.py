@@ -101,22 +101,32 @@ class EventRelay(BaseRelay):
 # --- reading JSON without parsing it -------------------------------------------------------------
 
 
-def string_values(*keys: str) -> re.Pattern[bytes]:
-    """A pattern for the string values of these keys in raw JSON, at any depth. A key cannot
-    match inside a string value: the quotes around it would be escaped there."""
-    names = b"|".join(re.escape(key.encode()) for key in keys)
-    return re.compile(rb'"(?:' + names + rb')"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+class StringValues:
+    """The string values of some keys, anywhere in raw JSON, found without parsing it. A key
+    cannot match inside a string value: the quotes around it would be escaped there."""
 
+    def __init__(self, *keys: str):
+        self._keys = [
+            (
+                b'"' + key.encode() + b'"',
+                re.compile(
+                    rb'"' + re.escape(key.encode()) + rb'"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"'
+                ),
+            )
+            for key in keys
+        ]
 
-def string_bytes(pattern: re.Pattern[bytes], data: bytes) -> int:
-    """The UTF-8 length of the string values `pattern` finds, as delivered (escapes decoded)."""
-    total = 0
-    for value in pattern.findall(data):
-        if b"\\" in value:
-            total += len(json.loads(b'"' + value + b'"').encode("utf-8", "surrogatepass"))
-        else:
-            total += len(value)
-    return total
+    def utf8_length(self, data: bytes) -> int:
+        """Their UTF-8 length as delivered (escapes decoded): what metering counts."""
+        total = 0
+        for key, pattern in self._keys:
+            if key not in data:  # a plain search first: most chunks lack most keys
+                continue
+            for value in pattern.findall(data):
+                if b"\\" in value:
+                    value = json.loads(b'"' + value + b'"').encode("utf-8", "surrogatepass")
+                total += len(value)
+        return total
 
 
 _decoder = json.JSONDecoder()

@@ -56,10 +56,11 @@ class SSEParser:
                 buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         blocks = buffer.split(b"\n\n")
-        self._buffer = blocks.pop() + held
-        if len(blocks) == 1:  # the common case: one event per read
-            event = _event(blocks[0])
-            return [event] if event is not None else []
+        self._buffer = blocks.pop() + held if held else blocks.pop()
+        if len(blocks) == 1:  # the common case: one event per read, one data line
+            block = blocks[0]
+            if block.startswith(b"data: ") and b"\n" not in block:
+                return [(None, block[6:])]
         return [event for event in map(_event, blocks) if event is not None]
 
     def flush(self) -> list[RawEvent]:
