@@ -22,7 +22,7 @@ from app.proxy.metering import (
     usage_from_responses,
 )
 from app.proxy.relay import BaseRelay, StringValues
-from app.proxy.sse import Event, frame, raw_frame
+from app.proxy.sse import DONE_FRAME, Event, frame, raw_frame
 
 CHAT_PATH = "/chat/completions"
 RESPONSES_PATH = "/responses"
@@ -177,7 +177,6 @@ def openai_shaped_error(chunk: dict) -> dict:
 # for usage carries `"usage":null`), an error, and the text that was delivered.
 USAGE_REPORT = re.compile(rb'"usage"\s*:\s*\{')
 CHAT_TEXT = StringValues("content", "reasoning_content", "arguments")
-DONE_FRAME = b"data: [DONE]\n\n"
 
 
 class ChatRelay(BaseRelay):

@@ -116,3 +116,4 @@ def raw_frame(data: bytes, event: bytes | None = None, eol: bytes = b"\n") -> by
 
 
 KEEPALIVE_FRAME = b": keep-alive\n\n"
+DONE_FRAME = b"data: [DONE]\n\n"  # the end of a Chat Completions stream

@@ -13,9 +13,8 @@ import secrets
 from app.proxy.metering import PricedModel, usage_from_gemini
 from app.proxy.openai import wants_usage
 from app.proxy.relay import EventRelay
-from app.proxy.sse import Event
-from app.proxy.translate_anthropic import (
-    DONE_FRAME,
+from app.proxy.sse import DONE_FRAME, Event
+from app.proxy.translate_chat import (
     ChunkWriter,
     assistant_choice,
     check_messages,
