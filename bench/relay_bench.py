@@ -443,7 +443,7 @@ def baseline(revision: str, rounds: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", metavar="REV", help="also measure this git revision")
-    parser.add_argument("--rounds", type=int, default=5, help="best of this many rounds")
+    parser.add_argument("--rounds", type=int, default=15, help="best of this many rounds")
     parser.add_argument("--json", action="store_true", help="print raw figures as JSON")
     args = parser.parse_args()
     if args.json:
