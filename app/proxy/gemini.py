@@ -12,7 +12,7 @@ import json
 import re
 
 from app.proxy.errors import GOOGLE, ProxyError, error_body, unpriceable
-from app.proxy.metering import PricedModel, delivered_json_bytes, usage_from_gemini
+from app.proxy.metering import PricedModel, Usage, delivered_json_bytes, usage_from_gemini
 from app.proxy.relay import (
     BaseRelay,
     StringValues,
@@ -109,9 +109,25 @@ class GenerateRelay(BaseRelay):
     dialect = GOOGLE
 
     def __init__(self, model: PricedModel, *, as_sse: bool = True):
+        self._counts: bytes | None = None
         super().__init__(model)
         self.as_sse = as_sse
         self._sent_any = False
+
+    # Google repeats the counts on every chunk and only the last are billed: a chunk passed as it
+    # came is kept whole, and its counts are parsed when read.
+    @property
+    def usage(self) -> Usage | None:
+        if self._counts is not None:
+            report = parse_object_at(USAGE_METADATA, self._counts)
+            self._counts = None
+            if report:
+                self._usage = usage_from_gemini(report)
+        return self._usage
+
+    @usage.setter
+    def usage(self, value: Usage | None) -> None:
+        self._usage, self._counts = value, None
 
     def _take(self, chunk: dict) -> None:
         report = chunk.get("usageMetadata")
@@ -137,12 +153,10 @@ class GenerateRelay(BaseRelay):
 
     def _take_raw(self, data: bytes) -> None:
         """`_take` for a chunk of only text and counts, without parsing all of it."""
-        if b'"usageMetadata"' in data:
-            report = parse_object_at(USAGE_METADATA, data)
-            if report:
-                self.usage = usage_from_gemini(report)
-                if self.finished:
-                    self.usage_complete = True
+        if USAGE_METADATA.search(data):
+            self._counts = data
+            if self.finished and self.usage is not None:
+                self.usage_complete = True
         self.delivered_bytes += PART_TEXT.utf8_length(data)
 
     def response_body(self, upstream: dict) -> dict:

@@ -133,8 +133,9 @@ _decoder = json.JSONDecoder()
 
 
 def object_value(key: str) -> re.Pattern[bytes]:
-    """A pattern for where the object value of this key starts in raw JSON."""
-    return re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*(?=\{)')
+    """A pattern for where the value of this key starts in raw JSON, when it is an object with
+    something in it."""
+    return re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*(?=\{\s*")')
 
 
 def parse_object_at(pattern: re.Pattern[bytes], data: bytes) -> dict | None:

@@ -29,13 +29,64 @@ SHUTDOWN_DRAIN_SECONDS = 20
 
 
 def _read_upstream(response: requests.Response, chunks: queue.SimpleQueue) -> None:
-    """Reader thread: hand on the upstream bytes as they arrive; end with None or an exception."""
+    """Hand on the upstream bytes as they arrive; end with None or an exception."""
     try:
         for chunk in response.iter_content(chunk_size=None):
             chunks.put(chunk)
         chunks.put(None)
     except Exception as exc:  # the relay decides what a broken upstream means
         chunks.put(exc)
+
+
+class ReaderPool:
+    """Threads that read upstream streams, each kept for the next stream when it is done.
+
+    A stream needs a thread of its own: keep-alives and the read timeout must be sent while the
+    upstream is silent, and a blocked read cannot be given a deadline without reaching into
+    urllib3's buffers. Starting a thread costs more CPU than relaying a short stream, so threads
+    are reused; one idle for `idle_seconds` ends.
+    """
+
+    def __init__(self, idle_seconds: float = 60):
+        self.idle_seconds = idle_seconds
+        self._idle: list[queue.SimpleQueue] = []  # the inboxes of threads waiting for a stream
+        self._lock = threading.Lock()
+
+    def read(self, response: requests.Response, chunks: queue.SimpleQueue) -> threading.Event:
+        """Read `response` into `chunks` on a pooled thread; the event is set once it is done."""
+        done = threading.Event()
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(
+                target=self._serve, args=(inbox,), name="upstream-reader", daemon=True
+            ).start()
+        inbox.put((response, chunks, done))
+        return done
+
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        job = inbox.get()
+        while True:
+            response, chunks, done = job
+            try:
+                _read_upstream(response, chunks)
+            finally:
+                done.set()
+            job = response = chunks = done = None  # an idle thread keeps no stream alive
+            with self._lock:
+                self._idle.append(inbox)
+            try:
+                job = inbox.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                job = inbox.get()  # taken from the idle list as the wait ended: a stream is coming
+
+
+readers = ReaderPool()
 
 
 def _is_read_timeout(exc: Exception) -> bool:
@@ -66,8 +117,7 @@ def stream_response(
     """
     app = current_app._get_current_object()
     chunks: queue.SimpleQueue = queue.SimpleQueue()
-    reader = threading.Thread(target=_read_upstream, args=(response, chunks), daemon=True)
-    reader.start()
+    reader_done = readers.read(response, chunks)
     read_timeout = app.config["UPSTREAM_READ_TIMEOUT"]
     tick = min(app.config["SSE_KEEPALIVE_SECONDS"], read_timeout)
 
@@ -125,7 +175,7 @@ def stream_response(
                     elif outcome == "shutdown":
                         # Within the graceful stop: what is not read by then stays partial.
                         _drain(chunks, relay, read_timeout, SHUTDOWN_DRAIN_SECONDS)
-                hang_up(response, reader)
+                hang_up(response, reader_done)
             finally:
                 settle(app, exchange, relay, "ok")
 
@@ -143,7 +193,7 @@ def _upstream_socket(response: requests.Response) -> socket.socket | None:
     return getattr(socket_io, "_sock", None)
 
 
-def hang_up(response: requests.Response, reader: threading.Thread) -> None:
+def hang_up(response: requests.Response, reader_done: threading.Event) -> None:
     """Close the upstream connection, even while the reader is blocked reading it.
 
     Closing the buffered reader under a blocked read is refused ("reentrant call"), so the socket
@@ -153,7 +203,7 @@ def hang_up(response: requests.Response, reader: threading.Thread) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed by the other side
             sock.shutdown(socket.SHUT_RDWR)
-    reader.join(timeout=5)
+    reader_done.wait(timeout=5)
     try:
         response.close()
     except (OSError, RuntimeError):

@@ -463,3 +463,16 @@ def test_stream_ended_early_sends_no_closing():
     relay = gemini.GenerateRelay(FLASH, as_sse=False)
     out = relay_bytes(relay, sse([gemini_chunk([{"text": "Hi"}])]))
     assert out.startswith(b"[") and not out.endswith(b"]")  # the error frame closes it
+
+
+def test_gemini_last_counts_win_and_empty_counts_change_nothing():
+    relay = gemini.GenerateRelay(FLASH)
+    relay.feed(sse([gemini_chunk([{"text": "a"}], usage={"promptTokenCount": 5})]))
+    relay.feed(sse([gemini_chunk([{"functionCall": {"name": "f", "args": {}}}])]))
+    assert relay.usage.input == 5  # a parsed chunk without counts keeps the earlier ones
+    relay.feed(sse([gemini_chunk([{"text": "b"}], usage={"promptTokenCount": 6})]))
+    relay.feed(sse([gemini_chunk([{"text": "c"}], usage={})]))
+    assert relay.usage.input == 6
+    relay.feed(sse([gemini_chunk([], finish="STOP", usage={"promptTokenCount": 7})]))
+    relay.feed(sse([gemini_chunk([{"text": "d"}], usage={"promptTokenCount": 8})]))
+    assert relay.usage.input == 8 and relay.usage_complete
