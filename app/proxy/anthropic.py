@@ -15,8 +15,8 @@ from app.proxy.metering import (
     merge_anthropic_usage,
     usage_from_anthropic,
 )
-from app.proxy.relay import BaseRelay, StringValues
-from app.proxy.sse import Event, raw_frame
+from app.proxy.relay import BaseRelay, StringValues, is_object
+from app.proxy.sse import json_object, raw_frame
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
@@ -112,10 +112,10 @@ class MessagesRelay(BaseRelay):
         return upstream
 
     def on_raw(self, name: bytes | None, data: bytes) -> bytes:
-        if not data.startswith(b"{"):
+        if not is_object(data):
             return b""
         if name in MESSAGES_PARSED:
-            payload = Event.decode((name, data)).json_object()
+            payload = json_object(data)
             if payload is None:
                 return b""
             kind = payload.get("type")

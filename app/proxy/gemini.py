@@ -16,10 +16,11 @@ from app.proxy.metering import PricedModel, Usage, delivered_json_bytes, usage_f
 from app.proxy.relay import (
     BaseRelay,
     StringValues,
+    is_object,
     object_value,
     parse_object_at,
 )
-from app.proxy.sse import Event, raw_frame
+from app.proxy.sse import json_object, raw_frame
 
 VERSIONS = ("v1", "v1beta")
 # The one kind of tool the client runs (billed as tokens); every other key of a Tool object is a
@@ -166,12 +167,12 @@ class GenerateRelay(BaseRelay):
         return upstream
 
     def on_raw(self, name: bytes | None, data: bytes) -> bytes:
-        if not data.startswith(b"{"):
+        if not is_object(data):
             return b""
         if GENERATE_PARSED.search(data) is None:
             self._take_raw(data)
         else:
-            chunk = Event.decode((name, data)).json_object()
+            chunk = json_object(data)
             if chunk is None:
                 return b""
             if "error" in chunk:

@@ -21,8 +21,8 @@ from app.proxy.metering import (
     usage_from_openai,
     usage_from_responses,
 )
-from app.proxy.relay import BaseRelay, StringValues
-from app.proxy.sse import DONE_FRAME, Event, frame, raw_frame
+from app.proxy.relay import BaseRelay, StringValues, is_object
+from app.proxy.sse import DONE_FRAME, frame, json_object, raw_frame
 
 CHAT_PATH = "/chat/completions"
 RESPONSES_PATH = "/responses"
@@ -219,7 +219,7 @@ class ChatRelay(BaseRelay):
         if data == b"[DONE]":
             self.finished = True
             return DONE_FRAME
-        if not data.startswith(b"{"):
+        if not is_object(data):
             return b""
         if b'"error"' in data or USAGE_REPORT.search(data):
             return self._rewrite(data)
@@ -227,7 +227,7 @@ class ChatRelay(BaseRelay):
         return raw_frame(data)
 
     def _rewrite(self, data: bytes) -> bytes:
-        chunk = Event.decode((None, data)).json_object()
+        chunk = json_object(data)
         if chunk is None:
             return b""
         if chunk.get("error"):
@@ -328,7 +328,7 @@ class ResponsesRelay(BaseRelay):
         if data == b"[DONE]":
             self.finished = True
             return DONE_FRAME
-        if not data.startswith(b"{"):
+        if not is_object(data):
             return b""
         if name in RESPONSES_PARSED:
             return self._parsed(name, data)
@@ -337,7 +337,7 @@ class ResponsesRelay(BaseRelay):
         return raw_frame(data, name)
 
     def _parsed(self, name: bytes | None, data: bytes) -> bytes:
-        payload = Event.decode((name, data)).json_object()
+        payload = json_object(data)
         if payload is None:
             return b""
         kind = payload.get("type")

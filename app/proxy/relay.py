@@ -101,6 +101,11 @@ class EventRelay(BaseRelay):
 # --- reading JSON without parsing it -------------------------------------------------------------
 
 
+def is_object(data: bytes) -> bool:
+    """Whether event data can be a JSON object (anything else is skipped, as it always was)."""
+    return data.startswith(b"{") or data.lstrip().startswith(b"{")
+
+
 class StringValues:
     """The string values of some keys, anywhere in raw JSON, found without parsing it. A key
     cannot match inside a string value: the quotes around it would be escaped there."""

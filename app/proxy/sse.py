@@ -30,11 +30,16 @@ class Event:
 
     def json_object(self) -> dict | None:
         """The data as a JSON object, or None when it is anything else (relays skip those)."""
-        try:
-            value = json.loads(self.data)
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
+        return json_object(self.data)
+
+
+def json_object(data: str | bytes) -> dict | None:
+    """`data` parsed when it is a JSON object; None when it is anything else."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class SSEParser:

@@ -476,3 +476,10 @@ def test_gemini_last_counts_win_and_empty_counts_change_nothing():
     relay.feed(sse([gemini_chunk([], finish="STOP", usage={"promptTokenCount": 7})]))
     relay.feed(sse([gemini_chunk([{"text": "d"}], usage={"promptTokenCount": 8})]))
     assert relay.usage.input == 8 and relay.usage_complete
+
+
+def test_json_after_extra_whitespace_still_counts():
+    relay = openai.ChatRelay(GPT, client_wants_usage=False)
+    raw = b'data:  {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n'
+    assert relay_bytes(relay, raw) == raw
+    assert relay.delivered_bytes == 2
