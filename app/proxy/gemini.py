@@ -110,8 +110,7 @@ class GenerateRelay(BaseRelay):
     dialect = GOOGLE
 
     def __init__(self, model: PricedModel, *, as_sse: bool = True):
-        self._counts: bytes | None = None
-        super().__init__(model)
+        super().__init__(model)  # sets `usage`, and with it `_counts`
         self.as_sse = as_sse
         self._sent_any = False
 
