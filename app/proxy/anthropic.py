@@ -8,17 +8,15 @@ tool (server tools such as web search are billed apart from the tokens; errors.U
 
 from __future__ import annotations
 
-import json
-
-from app.proxy.errors import ProxyError, unpriceable
+from app.proxy.errors import ANTHROPIC, ProxyError, unpriceable
 from app.proxy.metering import (
     PricedModel,
-    Usage,
     delivered_json_bytes,
     merge_anthropic_usage,
     usage_from_anthropic,
 )
-from app.proxy.sse import Event
+from app.proxy.relay import BaseRelay, StringValues, is_object
+from app.proxy.sse import json_object, raw_frame
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
@@ -81,15 +79,19 @@ def forwarded_headers(headers) -> dict:
     return {name: headers[name] for name in FORWARDED_HEADERS if headers.get(name)}
 
 
-class MessagesRelay:
+# Events parsed: those carrying usage, and any without an `event:` line (its type is in the JSON).
+MESSAGES_PARSED = frozenset([b"message_start", b"message_delta", None])
+MESSAGES_TEXT = StringValues("text", "partial_json", "thinking")
+
+
+class MessagesRelay(BaseRelay):
+    """Anthropic Messages relayed to an Anthropic client: events pass as they came."""
+
+    dialect = ANTHROPIC
+
     def __init__(self, model: PricedModel):
-        self.model = model
+        super().__init__(model)
         self.report: dict = {}
-        self.usage: Usage | None = None
-        self.usage_complete = False
-        self.finished = False
-        self.failed = False
-        self.delivered_bytes = 0
 
     def _take(self, report: dict, *, final: bool) -> None:
         self.report = merge_anthropic_usage(self.report, report)
@@ -109,29 +111,25 @@ class MessagesRelay:
         self.finished = True
         return upstream
 
-    def on_event(self, event: Event) -> list[bytes]:
-        payload = event.json_object()
-        if payload is None:
-            return []
-        kind = payload.get("type") or event.event
-        if kind == "message_start":
-            usage = (payload.get("message") or {}).get("usage")
-            if isinstance(usage, dict):
-                self._take(usage, final=False)
-        elif kind == "message_delta":
-            if isinstance(payload.get("usage"), dict):
+    def on_raw(self, name: bytes | None, data: bytes) -> bytes:
+        if not is_object(data):
+            return b""
+        if name in MESSAGES_PARSED:
+            payload = json_object(data)
+            if payload is None:
+                return b""
+            kind = payload.get("type")
+            name = kind.encode() if isinstance(kind, str) else name
+            if kind == "message_start":
+                usage = (payload.get("message") or {}).get("usage")
+                if isinstance(usage, dict):
+                    self._take(usage, final=False)
+            elif kind == "message_delta" and isinstance(payload.get("usage"), dict):
                 self._take(payload["usage"], final=True)
-        elif kind == "message_stop":
+        if name == b"content_block_delta":
+            self.delivered_bytes += MESSAGES_TEXT.utf8_length(data)
+        elif name == b"message_stop":
             self.finished = True
-        elif kind == "error":
+        elif name == b"error":
             self.failed = True
-        elif kind == "content_block_delta":
-            delta = payload.get("delta") or {}
-            for name in ("text", "partial_json", "thinking"):
-                if isinstance(delta.get(name), str):
-                    self.delivered_bytes += len(delta[name].encode())
-        data = json.dumps(payload, separators=(",", ":"))
-        return [f"event: {kind}\ndata: {data}\n\n".encode()]
-
-    def on_end(self) -> list[bytes]:
-        return []
+        return raw_frame(data, name)

@@ -9,10 +9,18 @@ tools Google runs are billed apart from the tokens; errors.UNPRICEABLE).
 from __future__ import annotations
 
 import json
+import re
 
-from app.proxy.errors import GOOGLE, ProxyError, error_body, stream_error_event, unpriceable
+from app.proxy.errors import GOOGLE, ProxyError, error_body, unpriceable
 from app.proxy.metering import PricedModel, Usage, delivered_json_bytes, usage_from_gemini
-from app.proxy.sse import Event
+from app.proxy.relay import (
+    BaseRelay,
+    StringValues,
+    is_object,
+    object_value,
+    parse_object_at,
+)
+from app.proxy.sse import json_object, raw_frame
 
 VERSIONS = ("v1", "v1beta")
 # The one kind of tool the client runs (billed as tokens); every other key of a Tool object is a
@@ -89,18 +97,37 @@ def upstream_body(body: dict, *, limit: int | None) -> dict:
     return upstream
 
 
-class GenerateRelay:
+# Chunks parsed whole: errors, the last (finishReason) and function calls (their arguments are
+# metered as compact JSON). Other chunks are passed as they came; their counts are read alone.
+GENERATE_PARSED = re.compile(rb'"(?:error|finishReason|functionCall)"')
+USAGE_METADATA = object_value("usageMetadata")
+PART_TEXT = StringValues("text")
+
+
+class GenerateRelay(BaseRelay):
     """Relays SSE chunks as SSE, or (when the client asked without alt=sse) as a JSON array."""
 
+    dialect = GOOGLE
+
     def __init__(self, model: PricedModel, *, as_sse: bool = True):
-        self.model = model
+        super().__init__(model)  # sets `usage`, and with it `_counts`
         self.as_sse = as_sse
-        self.usage: Usage | None = None
-        self.usage_complete = False
-        self.finished = False
-        self.failed = False
-        self.delivered_bytes = 0
         self._sent_any = False
+
+    # Google repeats the counts on every chunk and only the last are billed: a chunk passed as it
+    # came is kept whole, and its counts are parsed when read.
+    @property
+    def usage(self) -> Usage | None:
+        if self._counts is not None:
+            report = parse_object_at(USAGE_METADATA, self._counts)
+            self._counts = None
+            if report:
+                self._usage = usage_from_gemini(report)
+        return self._usage
+
+    @usage.setter
+    def usage(self, value: Usage | None) -> None:
+        self._usage, self._counts = value, None
 
     def _take(self, chunk: dict) -> None:
         report = chunk.get("usageMetadata")
@@ -124,38 +151,50 @@ class GenerateRelay:
         if self.finished and self.usage is not None:
             self.usage_complete = True
 
+    def _take_raw(self, data: bytes) -> None:
+        """`_take` for a chunk of only text and counts, without parsing all of it."""
+        if USAGE_METADATA.search(data):
+            self._counts = data
+            if self.finished and self.usage is not None:
+                self.usage_complete = True
+        self.delivered_bytes += PART_TEXT.utf8_length(data)
+
     def response_body(self, upstream: dict) -> dict:
         self._take(upstream)
         self.finished = True
         self.usage_complete = self.usage is not None
         return upstream
 
-    def on_event(self, event: Event) -> list[bytes]:
-        chunk = event.json_object()
-        if chunk is None:
-            return []
-        if "error" in chunk:
-            self.finished = False
-            self.failed = True
+    def on_raw(self, name: bytes | None, data: bytes) -> bytes:
+        if not is_object(data):
+            return b""
+        if GENERATE_PARSED.search(data) is None:
+            self._take_raw(data)
         else:
-            self._take(chunk)
-        data = json.dumps(chunk, separators=(",", ":"))
+            chunk = json_object(data)
+            if chunk is None:
+                return b""
+            if "error" in chunk:
+                self.finished = False
+                self.failed = True
+            else:
+                self._take(chunk)
         if self.as_sse:
-            return [f"data: {data}\r\n\r\n".encode()]
+            return raw_frame(data, eol=b"\r\n")
         prefix = b"," if self._sent_any else b"["
         self._sent_any = True
-        return [prefix + data.encode()]
+        return prefix + data
 
-    def on_end(self) -> list[bytes]:
+    def closing(self) -> bytes:
         if self.as_sse:
-            return []
-        return [b"]" if self._sent_any else b"[]"]
+            return b""
+        return b"]" if self._sent_any else b"[]"
 
     def error_frame(self, error: ProxyError) -> bytes:
         """An error after the stream started: the last element of the JSON array, which it closes
         (an SSE `data:` line would break the array)."""
         if self.as_sse:
-            return stream_error_event(error, GOOGLE)
+            return super().error_frame(error)
         body = json.dumps(error_body(error, GOOGLE), separators=(",", ":")).encode()
         prefix = b"," if self._sent_any else b"["
         self._sent_any = True

@@ -10,7 +10,7 @@ custom ones, and service tiers other than auto/default.
 
 from __future__ import annotations
 
-import json
+import re
 
 from app.proxy.errors import ProxyError, unpriceable
 from app.proxy.metering import (
@@ -21,7 +21,8 @@ from app.proxy.metering import (
     usage_from_openai,
     usage_from_responses,
 )
-from app.proxy.sse import Event, frame
+from app.proxy.relay import BaseRelay, StringValues, is_object
+from app.proxy.sse import DONE_FRAME, frame, json_object, raw_frame
 
 CHAT_PATH = "/chat/completions"
 RESPONSES_PATH = "/responses"
@@ -172,18 +173,22 @@ def openai_shaped_error(chunk: dict) -> dict:
     }
 
 
-class ChatRelay:
-    """Chat Completions from OpenAI or xAI, relayed to an OpenAI-dialect client."""
+# Byte tests deciding which chunks are parsed: a usage report (every chunk of a stream that asked
+# for usage carries `"usage":null`), an error, and the text that was delivered.
+USAGE_REPORT = re.compile(rb'"usage"\s*:\s*\{')
+CHAT_TEXT = StringValues("content", "reasoning_content", "arguments")
+
+
+class ChatRelay(BaseRelay):
+    """Chat Completions from OpenAI or xAI, relayed to an OpenAI-dialect client.
+
+    Chunks pass as they came; only the usage chunk and errors are parsed (and rewritten).
+    """
 
     def __init__(self, model: PricedModel, *, client_wants_usage: bool):
-        self.model = model
+        super().__init__(model)
         self.client_wants_usage = client_wants_usage
         self.reasoning_outside = model.provider == "xai"
-        self.usage: Usage | None = None
-        self.usage_complete = False
-        self.finished = False
-        self.failed = False
-        self.delivered_bytes = 0
 
     def _usage(self, report: dict) -> Usage:
         return usage_from_openai(report, reasoning_outside_completion=self.reasoning_outside)
@@ -210,26 +215,34 @@ class ChatRelay:
         self.finished = True
         return upstream
 
-    def on_event(self, event: Event) -> list[bytes]:
-        if event.data == "[DONE]":
+    def on_raw(self, name: bytes | None, data: bytes) -> bytes:
+        if data == b"[DONE]":
             self.finished = True
-            return [b"data: [DONE]\n\n"]
-        chunk = event.json_object()
+            return DONE_FRAME
+        if not is_object(data):
+            return b""
+        if b'"error"' in data or USAGE_REPORT.search(data):
+            return self._rewrite(data)
+        self.delivered_bytes += CHAT_TEXT.utf8_length(data)
+        return raw_frame(data)
+
+    def _rewrite(self, data: bytes) -> bytes:
+        chunk = json_object(data)
         if chunk is None:
-            return []
+            return b""
         if chunk.get("error"):
             # An in-stream error from the provider: passed on, the stream is not complete.
             self.failed = True
-            return [frame(openai_shaped_error(chunk))]
+            return frame(openai_shaped_error(chunk))
         report = chunk.get("usage")
         if isinstance(report, dict):
             self.usage = self._usage(report)
             self.usage_complete = True
             if not chunk.get("choices"):
                 if not self.client_wants_usage:
-                    return []
+                    return b""
                 report["cost"] = cost_in_credits(self.model, self.usage)
-                return [frame(chunk)]
+                return frame(chunk)
             if not self.client_wants_usage:
                 chunk["usage"] = None
             else:
@@ -243,10 +256,7 @@ class ChatRelay:
                 arguments = (call.get("function") or {}).get("arguments")
                 if isinstance(arguments, str):
                     self.delivered_bytes += len(arguments.encode())
-        return [frame(chunk)]
-
-    def on_end(self) -> list[bytes]:
-        return []
+        return frame(chunk)
 
 
 # --- Responses API ---------------------------------------------------------------------------
@@ -285,15 +295,15 @@ def responses_upstream_body(
     return upstream
 
 
-class ResponsesRelay:
-    def __init__(self, model: PricedModel):
-        self.model = model
-        self.usage: Usage | None = None
-        self.usage_complete = False
-        self.finished = False
-        self.failed = False
-        self.delivered_bytes = 0
+# Responses events parsed: those that end the stream (they carry the usage), errors, and any
+# without an `event:` line (its type is in the JSON).
+RESPONSES_PARSED = frozenset(
+    [*(kind.encode() for kind in RESPONSES_TERMINAL_EVENTS), b"error", None]
+)
+RESPONSES_DELTA = StringValues("delta")
 
+
+class ResponsesRelay(BaseRelay):
     def _take_usage(self, response: dict) -> None:
         report = response.get("usage")
         if isinstance(report, dict):
@@ -314,22 +324,31 @@ class ResponsesRelay:
         self.finished = True
         return upstream
 
-    def on_event(self, event: Event) -> list[bytes]:
-        if event.data == "[DONE]":
+    def on_raw(self, name: bytes | None, data: bytes) -> bytes:
+        if data == b"[DONE]":
             self.finished = True
-            return [b"data: [DONE]\n\n"]
-        payload = event.json_object()
+            return DONE_FRAME
+        if not is_object(data):
+            return b""
+        if name in RESPONSES_PARSED:
+            return self._parsed(name, data)
+        if b'"delta"' in data:
+            self.delivered_bytes += RESPONSES_DELTA.utf8_length(data)
+        return raw_frame(data, name)
+
+    def _parsed(self, name: bytes | None, data: bytes) -> bytes:
+        payload = json_object(data)
         if payload is None:
-            return []
-        kind = payload.get("type") or event.event
+            return b""
+        kind = payload.get("type")
+        if not isinstance(kind, str) or not kind:
+            kind = (name or b"").decode("utf-8", errors="replace")
         if kind in RESPONSES_TERMINAL_EVENTS and isinstance(payload.get("response"), dict):
             self._take_usage(payload["response"])
             self.finished = True
-        elif kind == "error":
-            self.failed = True  # passed on below; the stream is not complete
+            return frame(payload, kind)  # with usage.cost
+        if kind == "error":
+            self.failed = True  # passed on; the stream is not complete
         elif isinstance(payload.get("delta"), str):
             self.delivered_bytes += len(payload["delta"].encode())
-        return [f"event: {kind}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()]
-
-    def on_end(self) -> list[bytes]:
-        return []
+        return raw_frame(data, kind.encode())

@@ -14,10 +14,10 @@ import requests
 from flask import Response, current_app
 from urllib3.exceptions import ReadTimeoutError
 
-from app.proxy.errors import ProxyError, stream_error_event
+from app.proxy.errors import ProxyError
 from app.proxy.exchange import Exchange, settle
 from app.proxy.relay import Relay
-from app.proxy.sse import KEEPALIVE_FRAME, SSEParser
+from app.proxy.sse import KEEPALIVE_FRAME
 
 log = logging.getLogger("onekey.proxy")
 
@@ -28,18 +28,65 @@ shutting_down = threading.Event()
 SHUTDOWN_DRAIN_SECONDS = 20
 
 
-def _read_upstream(response: requests.Response, events: queue.Queue) -> None:
-    """Reader thread: parse upstream SSE into events; end with None or an exception."""
-    parser = SSEParser()
+def _read_upstream(response: requests.Response, chunks: queue.SimpleQueue) -> None:
+    """Hand on the upstream bytes as they arrive; end with None or an exception."""
     try:
         for chunk in response.iter_content(chunk_size=None):
-            for event in parser.feed(chunk):
-                events.put(event)
-        for event in parser.flush():
-            events.put(event)
-        events.put(None)
+            chunks.put(chunk)
+        chunks.put(None)
     except Exception as exc:  # the relay decides what a broken upstream means
-        events.put(exc)
+        chunks.put(exc)
+
+
+class ReaderPool:
+    """Threads that read upstream streams, each kept for the next stream when it is done.
+
+    A stream needs a thread of its own: keep-alives and the read timeout must be sent while the
+    upstream is silent, and a blocked read cannot be given a deadline without reaching into
+    urllib3's buffers. Starting a thread costs more CPU than relaying a short stream, so threads
+    are reused; one idle for `idle_seconds` ends.
+    """
+
+    def __init__(self, idle_seconds: float = 60):
+        self.idle_seconds = idle_seconds
+        self._idle: list[queue.SimpleQueue] = []  # the inboxes of threads waiting for a stream
+        self._lock = threading.Lock()
+
+    def read(self, response: requests.Response, chunks: queue.SimpleQueue) -> threading.Event:
+        """Read `response` into `chunks` on a pooled thread; the event is set once it is done."""
+        done = threading.Event()
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(
+                target=self._serve, args=(inbox,), name="upstream-reader", daemon=True
+            ).start()
+        inbox.put((response, chunks, done))
+        return done
+
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        job = inbox.get()
+        while True:
+            response, chunks, done = job
+            try:
+                _read_upstream(response, chunks)
+            finally:
+                done.set()
+            job = response = chunks = done = None  # an idle thread keeps no stream alive
+            with self._lock:
+                self._idle.append(inbox)
+            try:
+                job = inbox.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                job = inbox.get()  # taken from the idle list as the wait ended: a stream is coming
+
+
+readers = ReaderPool()
 
 
 def _is_read_timeout(exc: Exception) -> bool:
@@ -69,9 +116,8 @@ def stream_response(
     counts first.
     """
     app = current_app._get_current_object()
-    events: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=_read_upstream, args=(response, events), daemon=True)
-    reader.start()
+    chunks: queue.SimpleQueue = queue.SimpleQueue()
+    reader_done = readers.read(response, chunks)
     read_timeout = app.config["UPSTREAM_READ_TIMEOUT"]
     tick = min(app.config["SSE_KEEPALIVE_SECONDS"], read_timeout)
 
@@ -87,7 +133,7 @@ def stream_response(
                         "upstream_error", "The gateway is restarting; retry the request."
                     )
                 try:
-                    item = events.get(timeout=tick)
+                    item = chunks.get(timeout=tick)
                 except queue.Empty:
                     idle += tick
                     if idle >= read_timeout:
@@ -100,6 +146,9 @@ def stream_response(
                 idle = 0.0
                 if item is None:
                     completed = True
+                    tail = relay.end()
+                    if tail:
+                        yield tail
                     if not relay.finished and not relay.failed:
                         raise ProxyError("upstream_error", "The provider's stream ended early.")
                     break
@@ -107,19 +156,14 @@ def stream_response(
                     if _is_read_timeout(item):
                         raise ProxyError("upstream_timeout", "The provider stopped answering.")
                     raise ProxyError("upstream_error", "The provider's stream broke off.")
-                frames = relay.on_event(item)
+                frames = relay.feed(item)
                 if frames:
                     if exchange.first_token_at is None:
                         exchange.first_token_at = time.monotonic()
-                    yield b"".join(frames)
-            tail = relay.on_end()
-            if tail:
-                yield b"".join(tail)
+                    yield frames
         except ProxyError as error:
             outcome = "shutdown" if outcome == "shutdown" else "partial"
-            # A relay whose stream is not SSE (Gemini's JSON array) frames the error itself.
-            frame_error = getattr(relay, "error_frame", None)
-            yield frame_error(error) if frame_error else stream_error_event(error, exchange.dialect)
+            yield relay.error_frame(error)
         except GeneratorExit:
             outcome = "client_disconnect"
             raise
@@ -127,11 +171,11 @@ def stream_response(
             try:
                 if not completed and drain_on_disconnect:
                     if outcome == "client_disconnect":
-                        _drain(events, relay, read_timeout)
+                        _drain(chunks, relay, read_timeout)
                     elif outcome == "shutdown":
                         # Within the graceful stop: what is not read by then stays partial.
-                        _drain(events, relay, read_timeout, SHUTDOWN_DRAIN_SECONDS)
-                hang_up(response, reader)
+                        _drain(chunks, relay, read_timeout, SHUTDOWN_DRAIN_SECONDS)
+                hang_up(response, reader_done)
             finally:
                 settle(app, exchange, relay, "ok")
 
@@ -149,7 +193,7 @@ def _upstream_socket(response: requests.Response) -> socket.socket | None:
     return getattr(socket_io, "_sock", None)
 
 
-def hang_up(response: requests.Response, reader: threading.Thread) -> None:
+def hang_up(response: requests.Response, reader_done: threading.Event) -> None:
     """Close the upstream connection, even while the reader is blocked reading it.
 
     Closing the buffered reader under a blocked read is refused ("reentrant call"), so the socket
@@ -159,7 +203,7 @@ def hang_up(response: requests.Response, reader: threading.Thread) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed by the other side
             sock.shutdown(socket.SHUT_RDWR)
-    reader.join(timeout=5)
+    reader_done.wait(timeout=5)
     try:
         response.close()
     except (OSError, RuntimeError):
@@ -167,7 +211,7 @@ def hang_up(response: requests.Response, reader: threading.Thread) -> None:
 
 
 def _drain(
-    events: queue.Queue, relay: Relay, read_timeout: float, within: float | None = None
+    chunks: queue.SimpleQueue, relay: Relay, read_timeout: float, within: float | None = None
 ) -> None:
     """Read a stream the client left to its end (or for `within` seconds at most), keeping only
     the usage it reports."""
@@ -177,9 +221,12 @@ def _drain(
         if wait <= 0:
             return
         try:
-            item = events.get(timeout=wait)
+            item = chunks.get(timeout=wait)
         except queue.Empty:
             return
-        if item is None or isinstance(item, Exception):
+        if item is None:
+            relay.end()
             return
-        relay.on_event(item)
+        if isinstance(item, Exception):
+            return
+        relay.feed(item)

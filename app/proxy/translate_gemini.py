@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import secrets
 
-from app.proxy.metering import PricedModel, Usage, usage_from_gemini
+from app.proxy.metering import PricedModel, usage_from_gemini
 from app.proxy.openai import wants_usage
-from app.proxy.sse import Event
-from app.proxy.translate_anthropic import (
-    DONE_FRAME,
+from app.proxy.relay import EventRelay
+from app.proxy.sse import DONE_FRAME, Event
+from app.proxy.translate_chat import (
     ChunkWriter,
     assistant_choice,
     check_messages,
@@ -447,17 +447,12 @@ def _call_extra(part: dict) -> dict:
     return {"extra_content": {"google": {"thought_signature": signature}}} if signature else {}
 
 
-class GenerateToChat:
+class GenerateToChat(EventRelay):
     """Relays a Gemini generateContent answer to an OpenAI Chat Completions client."""
 
     def __init__(self, model: PricedModel, *, client_wants_usage: bool):
-        self.model = model
+        super().__init__(model)
         self.client_wants_usage = client_wants_usage
-        self.usage: Usage | None = None
-        self.usage_complete = False
-        self.finished = False
-        self.failed = False
-        self.delivered_bytes = 0
         self.writer = ChunkWriter(model)
         self._started: set[int] = set()
         self._calls: dict[int, int] = {}  # choice index -> tool calls sent
