@@ -17,13 +17,12 @@ RESERVE_SQL, which computes the same thing in the database; tests run both.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import Connection, bindparam
+from sqlalchemy import bindparam
 from sqlalchemy import text as plain_text
+from sqlalchemy.exc import DBAPIError
 
 from app.extensions import db
 from app.models.types import UTCDateTime, utcnow
@@ -156,21 +155,41 @@ def text(sql: str):
     return statement.bindparams(*(bindparam(name, type_=UTCDateTime()) for name in present))
 
 
-@contextmanager
-def own_transaction() -> Iterator[Connection]:
-    """A connection whose work commits when the block ends.
+_driver_sql: dict[int, str] = {}
 
-    On PostgreSQL each of this module's operations is one statement, atomic by itself, so it runs
-    in autocommit mode: no BEGIN and COMMIT round trips around it. SQLite runs its few statements
-    in one transaction (BEGIN IMMEDIATE, see app/__init__.py).
+
+def run_autocommit(statement, params: dict) -> tuple | None:
+    """Run one of this module's PostgreSQL statements by itself and return its first row.
+
+    Each is one statement, atomic by itself, so it runs in autocommit mode (no BEGIN and COMMIT
+    round trips) on a pooled connection's driver cursor: the SQLAlchemy machinery around a
+    statement costs more CPU than the driver's own work (bench/README.md). Driver errors are raised
+    as SQLAlchemy's, so callers see one kind of database error whichever path ran.
     """
     engine = db.engine
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield conn
-    else:
-        with engine.begin() as conn:
-            yield conn
+    sql = _driver_sql.get(id(statement))
+    if sql is None:
+        sql = _driver_sql[id(statement)] = str(statement.compile(dialect=engine.dialect))
+    for name in TIMESTAMP_PARAMS:
+        if params.get(name) is not None:
+            params[name] = params[name].astimezone(UTC).replace(tzinfo=None)
+    pooled = engine.raw_connection()
+    driver = pooled.driver_connection
+    try:
+        driver.autocommit = True
+        with driver.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    except driver.Error as error:
+        if driver.closed or driver.broken:
+            # As SQLAlchemy does on a disconnect: this connection and every other one opened
+            # before it are replaced on their next checkout (a restarted server dropped them all).
+            engine.pool._invalidate(pooled, error)
+        raise DBAPIError.instance(sql, params, error, driver.Error) from error
+    finally:
+        if not driver.closed:
+            driver.autocommit = False
+        pooled.close()
 
 
 def _params(request: HoldRequest, now: datetime) -> dict:
@@ -309,24 +328,24 @@ def reserve(
     params = _params(request, now or utcnow())
     if connection is not None:
         return _reserve_on(connection, request, params)
-    with own_transaction() as conn:
+    if db.engine.dialect.name == "postgresql":
+        return _from_postgres(run_autocommit(RESERVE_SQL, params), request)
+    with db.engine.begin() as conn:
         return _reserve_on(conn, request, params)
 
 
 def _reserve_on(conn, request: HoldRequest, params: dict) -> Reservation | Refusal:
     if conn.dialect.name == "postgresql":
-        row = conn.execute(RESERVE_SQL, params).first()
-    else:
-        row = None
-        outcome = _reserve_sqlite(conn, request, params)
-        if outcome is not None:
-            return outcome
+        return _from_postgres(conn.execute(RESERVE_SQL, params).first(), request)
+    outcome = _reserve_sqlite(conn, request, params)
+    if outcome is None:  # no such account
+        return Refusal("key_invalid" if request.key_id is not None else "no_account")
+    return outcome
+
+
+def _from_postgres(row, request: HoldRequest) -> Reservation | Refusal:
     if row is None:  # no such account
         return Refusal("key_invalid" if request.key_id is not None else "no_account")
-    return _from_postgres(row)
-
-
-def _from_postgres(row) -> Reservation | Refusal:
     refusal, status, balance, held, required, amount, max_out, output_limit, remaining, hold_id = (
         row
     )
@@ -555,7 +574,9 @@ def settle(
     }
     if connection is not None:
         return _settle_on(connection, params)
-    with own_transaction() as conn:
+    if db.engine.dialect.name == "postgresql":
+        return run_autocommit(SETTLE_SQL, params) is not None
+    with db.engine.begin() as conn:
         return _settle_on(conn, params)
 
 
