@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-import requests
+import urllib3
 from flask import Response, current_app, g, request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,7 +39,7 @@ from app.proxy.metering import (
 )
 from app.proxy.relay import Relay
 from app.proxy.streaming import stream_response
-from app.proxy.upstream import UpstreamCall, error_from_response, send
+from app.proxy.upstream import UpstreamCall, UpstreamResponse, error_from_response, send
 from app.services import holds
 from app.services.keys import KEY_PREFIX, hash_key
 from app.services.money import nanos_to_credits
@@ -366,15 +366,14 @@ def _reserve(caller, model, plan, model_name, plan_for, request_id):
 
     Returns (reservation, model, plan); raises ProxyError for every refusal.
     """
-    for attempt in range(2):
-        outcome = holds.reserve(hold_request(caller, model, plan.estimate, request_id))
-        if isinstance(outcome, holds.Reservation):
-            return outcome, model, plan
-        if outcome.reason != "catalog_changed" or attempt:
-            raise refusal_error(outcome, caller, model.priced)
+    outcome = holds.reserve(hold_request(caller, model, plan.estimate, request_id))
+    if isinstance(outcome, holds.Refusal) and outcome.reason == "catalog_changed":
         model = resolve_cached_model(model_name, fresh=True)
         plan = plan_for(model.priced)
-    raise AssertionError("unreachable")
+        outcome = holds.reserve(hold_request(caller, model, plan.estimate, request_id))
+    if isinstance(outcome, holds.Refusal):
+        raise refusal_error(outcome, caller, model.priced)
+    return outcome, model, plan
 
 
 KEY_REFUSALS = {
@@ -459,7 +458,7 @@ def json_response(body: dict, headers: dict) -> Response:
 # --- relaying --------------------------------------------------------------------------------
 
 
-def call_upstream(exchange: Exchange, call: UpstreamCall) -> requests.Response:
+def call_upstream(exchange: Exchange, call: UpstreamCall) -> UpstreamResponse:
     """Send the call; on failure settle (no charge) and raise the mapped ProxyError."""
     app = current_app._get_current_object()
     try:
@@ -475,7 +474,7 @@ def call_upstream(exchange: Exchange, call: UpstreamCall) -> requests.Response:
     return response
 
 
-def finish_json(exchange: Exchange, response: requests.Response, relay: Relay) -> dict:
+def finish_json(exchange: Exchange, response: UpstreamResponse, relay: Relay) -> dict:
     """A non-streaming answer: translate it, settle, return the client's body."""
     app = current_app._get_current_object()
     try:
@@ -483,7 +482,7 @@ def finish_json(exchange: Exchange, response: requests.Response, relay: Relay) -
         if not isinstance(upstream, dict | list):
             raise ValueError("not an object")
         body = relay.response_body(upstream)
-    except (ValueError, KeyError, TypeError, requests.RequestException):
+    except (ValueError, KeyError, TypeError, urllib3.exceptions.HTTPError, OSError):
         settle(app, exchange, relay, "upstream_error")
         raise ProxyError("upstream_error", "The provider sent a malformed answer.") from None
     exchange.first_token_at = time.monotonic()

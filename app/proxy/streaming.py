@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-import requests
 from flask import Response, current_app
 from urllib3.exceptions import ReadTimeoutError
 
@@ -18,6 +17,7 @@ from app.proxy.errors import ProxyError
 from app.proxy.exchange import Exchange, settle
 from app.proxy.relay import Relay
 from app.proxy.sse import KEEPALIVE_FRAME
+from app.proxy.upstream import UpstreamResponse
 
 log = logging.getLogger("onekey.proxy")
 
@@ -28,7 +28,7 @@ shutting_down = threading.Event()
 SHUTDOWN_DRAIN_SECONDS = 20
 
 
-def _read_upstream(response: requests.Response, chunks: queue.SimpleQueue) -> None:
+def _read_upstream(response: UpstreamResponse, chunks: queue.SimpleQueue) -> None:
     """Hand on the upstream bytes as they arrive; end with None or an exception."""
     try:
         for chunk in response.iter_content(chunk_size=None):
@@ -52,7 +52,7 @@ class ReaderPool:
         self._idle: list[queue.SimpleQueue] = []  # the inboxes of threads waiting for a stream
         self._lock = threading.Lock()
 
-    def read(self, response: requests.Response, chunks: queue.SimpleQueue) -> threading.Event:
+    def read(self, response: UpstreamResponse, chunks: queue.SimpleQueue) -> threading.Event:
         """Read `response` into `chunks` on a pooled thread; the event is set once it is done."""
         done = threading.Event()
         with self._lock:
@@ -90,18 +90,13 @@ readers = ReaderPool()
 
 
 def _is_read_timeout(exc: Exception) -> bool:
-    """Whether the upstream socket's read timed out: requests reports it mid-stream as a
-    ConnectionError around urllib3's ReadTimeoutError."""
-    if isinstance(exc, requests.Timeout):
-        return True
-    return isinstance(exc, requests.ConnectionError) and any(
-        isinstance(arg, ReadTimeoutError) for arg in exc.args
-    )
+    """Whether the upstream socket's read timed out (urllib3 raises it as ReadTimeoutError)."""
+    return isinstance(exc, ReadTimeoutError | TimeoutError)
 
 
 def stream_response(
     exchange: Exchange,
-    response: requests.Response,
+    response: UpstreamResponse,
     relay: Relay,
     *,
     drain_on_disconnect: bool,
@@ -182,7 +177,7 @@ def stream_response(
     return Response(generate(), status=200, headers=headers, mimetype="text/event-stream")
 
 
-def _upstream_socket(response: requests.Response) -> socket.socket | None:
+def _upstream_socket(response: UpstreamResponse) -> socket.socket | None:
     """The socket under a streamed response: the connection's, or (once http.client has handed
     it to the response because the server will close it) the one inside the response's file."""
     connection = getattr(response.raw, "_connection", None)
@@ -193,7 +188,7 @@ def _upstream_socket(response: requests.Response) -> socket.socket | None:
     return getattr(socket_io, "_sock", None)
 
 
-def hang_up(response: requests.Response, reader_done: threading.Event) -> None:
+def hang_up(response: UpstreamResponse, reader_done: threading.Event) -> None:
     """Close the upstream connection, even while the reader is blocked reading it.
 
     Closing the buffered reader under a blocked read is refused ("reentrant call"), so the socket

@@ -1,12 +1,20 @@
-"""Calling the providers: one pooled HTTP session per provider and process, and error mapping."""
+"""Calling the providers: one keep-alive pool per provider and process, and error mapping.
+
+urllib3 directly, not requests: for a gateway that makes one call per request, requests' session
+layer (hooks, cookies, environment, adapters) cost more CPU than the HTTP exchange itself
+(bench/README.md).
+"""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
-import requests
+import urllib3
 from flask import current_app
 
 from app.proxy.errors import ProxyError, upstream_client_error
@@ -20,8 +28,8 @@ PROVIDER_SETTINGS = {
 PROVIDER_NAMES = {"openai": "OpenAI", "xai": "xAI", "anthropic": "Anthropic", "google": "Google"}
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
-_sessions: dict[str, requests.Session] = {}
-_sessions_lock = threading.Lock()
+_pools: dict[str, urllib3.PoolManager] = {}
+_pools_lock = threading.Lock()
 
 
 @dataclass
@@ -45,23 +53,67 @@ def provider_config(provider: str) -> tuple[str, str]:
     return current_app.config[url_setting].rstrip("/"), api_key
 
 
-def _session(provider: str, base_url: str) -> requests.Session:
+def _pool(provider: str, base_url: str) -> urllib3.PoolManager:
     """The provider's keep-alive pool. The environment's proxy settings (HTTPS_PROXY, NO_PROXY)
-    for its base URL are read once here, not on every call as requests would (which costs more CPU
-    than the rest of the call)."""
-    session = _sessions.get(provider)
-    if session is None:
-        with _sessions_lock:
-            session = _sessions.get(provider)
-            if session is None:
-                session = requests.Session()
-                session.trust_env = False
-                session.proxies = requests.utils.get_environ_proxies(base_url)
-                adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=256)
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                _sessions[provider] = session
-    return session
+    for its base URL are read once, here."""
+    pool = _pools.get(provider)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(provider)
+            if pool is None:
+                parts = urlsplit(base_url)
+                proxy = None
+                if not proxy_bypass(parts.hostname or ""):
+                    proxies = getproxies()
+                    proxy = proxies.get(parts.scheme) or proxies.get("all")
+                options = {"num_pools": 4, "maxsize": 256, "retries": False}
+                pool = (
+                    urllib3.ProxyManager(proxy, **options)
+                    if proxy
+                    else urllib3.PoolManager(**options)
+                )
+                _pools[provider] = pool
+    return pool
+
+
+class UpstreamResponse:
+    """A provider's answer: status, headers and body, read whole or as a stream (`raw` is
+    urllib3's response, whose socket the stream relay shuts down on a hang-up)."""
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse):
+        self.raw = raw
+
+    @property
+    def status_code(self) -> int:
+        return self.raw.status
+
+    @property
+    def reason(self) -> str:
+        return self.raw.reason or ""
+
+    @property
+    def headers(self):
+        return self.raw.headers
+
+    @property
+    def content(self) -> bytes:
+        return self.raw.data
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self):
+        """The body as JSON; raises ValueError when it is not."""
+        return json.loads(self.content)
+
+    def iter_content(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """The body as it arrives (each HTTP chunk of a chunked answer)."""
+        return self.raw.stream(chunk_size, decode_content=True)
+
+    def close(self) -> None:
+        self.raw.close()
+        self.raw.release_conn()
 
 
 def _auth_headers(provider: str, api_key: str, extra: dict) -> dict:
@@ -77,34 +129,45 @@ def _auth_headers(provider: str, api_key: str, extra: dict) -> dict:
     return headers
 
 
-def send(call: UpstreamCall) -> requests.Response:
-    """POST the call upstream. Raises ProxyError 503/504/502 for configuration, timeouts, network."""
+def send(call: UpstreamCall) -> UpstreamResponse:
+    """POST the call upstream; a streamed call's body is left to be read. Raises ProxyError
+    503/504/502 for configuration, timeouts, network."""
     base_url, api_key = provider_config(call.provider)
     headers = _auth_headers(call.provider, api_key, dict(call.headers))
     if call.stream:
         # Compressed streams can sit in a decompressor's buffer; ask for them plain.
         headers["Accept-Encoding"] = "identity"
     config = current_app.config
+    url = base_url + call.path
+    if call.query:
+        url += "?" + urlencode(call.query)
     try:
-        return _session(call.provider, base_url).post(
-            base_url + call.path,
-            params=call.query or None,
-            data=json.dumps(call.body, separators=(",", ":")).encode(),
+        raw = _pool(call.provider, base_url).request(
+            "POST",
+            url,
+            body=json.dumps(call.body, separators=(",", ":")).encode(),
             headers=headers,
-            stream=call.stream,
-            timeout=(config["UPSTREAM_CONNECT_TIMEOUT"], config["UPSTREAM_READ_TIMEOUT"]),
+            preload_content=not call.stream,
+            timeout=urllib3.Timeout(
+                connect=config["UPSTREAM_CONNECT_TIMEOUT"], read=config["UPSTREAM_READ_TIMEOUT"]
+            ),
         )
-    except (requests.ConnectTimeout, requests.ReadTimeout):
-        raise ProxyError(
-            "upstream_timeout", f"{PROVIDER_NAMES[call.provider]} did not answer in time."
-        ) from None
-    except requests.RequestException:
+    except urllib3.exceptions.NewConnectionError:  # refused: a kind of ConnectTimeoutError
         raise ProxyError(
             "upstream_error", f"{PROVIDER_NAMES[call.provider]} could not be reached."
         ) from None
+    except urllib3.exceptions.TimeoutError:  # connect and read timeouts
+        raise ProxyError(
+            "upstream_timeout", f"{PROVIDER_NAMES[call.provider]} did not answer in time."
+        ) from None
+    except (urllib3.exceptions.HTTPError, OSError):
+        raise ProxyError(
+            "upstream_error", f"{PROVIDER_NAMES[call.provider]} could not be reached."
+        ) from None
+    return UpstreamResponse(raw)
 
 
-def _upstream_message(response: requests.Response) -> str:
+def _upstream_message(response: UpstreamResponse) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -122,7 +185,7 @@ def _upstream_message(response: requests.Response) -> str:
     return response.reason or "upstream error"
 
 
-def _is_operator_key_error(status: int, response: requests.Response) -> bool:
+def _is_operator_key_error(status: int, response: UpstreamResponse) -> bool:
     """xAI and Google answer a wrong API key with a 400 (Google: reason API_KEY_INVALID)."""
     if status != 400:
         return False
@@ -130,7 +193,7 @@ def _is_operator_key_error(status: int, response: requests.Response) -> bool:
     return "API_KEY_INVALID" in text or "Incorrect API key" in text
 
 
-def error_from_response(provider: str, response: requests.Response) -> ProxyError:
+def error_from_response(provider: str, response: UpstreamResponse) -> ProxyError:
     """Map a non-2xx upstream answer to the gateway's error (DESIGN.md's error table)."""
     status = response.status_code
     name = PROVIDER_NAMES[provider]
