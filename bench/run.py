@@ -607,6 +607,7 @@ def onekey_env(
         RATE_LIMIT_RPM="1000000000",
         MAX_CONCURRENT_PER_ACCOUNT="1000000",
         WEB_CONCURRENCY=str(args.workers),
+        WEB_WORKER_CONNECTIONS=str(args.worker_connections),
         WEB_GRACEFUL_TIMEOUT="5",
     )
     if database_url:
@@ -1108,6 +1109,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per server")
     parser.add_argument("--stream-chunks", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="OneKey gunicorn workers")
+    parser.add_argument(
+        "--worker-connections",
+        type=int,
+        default=2000,
+        help="connections per OneKey gevent worker (gunicorn.conf.py's default: 2000)",
+    )
     parser.add_argument(
         "--accounts",
         type=int,
