@@ -60,6 +60,10 @@ class Config:
     UPSTREAM_CONNECT_TIMEOUT = _int("UPSTREAM_CONNECT_TIMEOUT", 10)
     UPSTREAM_READ_TIMEOUT = _int("UPSTREAM_READ_TIMEOUT", 300)
     MAX_REQUEST_BYTES = _int("MAX_REQUEST_BYTES", 20 * 1024 * 1024)
+    # How long a proxy process uses a key's cached identity before reading it again, so that a
+    # changed per-minute limit applies within this time (revocation, suspension and the allow-list
+    # apply on the very next request: the hold statement checks them).
+    KEY_CACHE_SECONDS = _int("KEY_CACHE_SECONDS", 60)
     # A comment line this often while a started stream waits on its provider (not on /gemini).
     SSE_KEEPALIVE_SECONDS = _int("SSE_KEEPALIVE_SECONDS", 15)
 

@@ -112,7 +112,7 @@ WHERE k.key_hash = :key_hash
 """
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
-_known_keys: dict[str, Caller] = {}
+_known_keys: dict[str, tuple[Caller, float]] = {}  # key hash -> (caller, read at, monotonic)
 _known_keys_lock = threading.Lock()
 
 
@@ -132,10 +132,11 @@ def authenticate(*, fresh: bool = True) -> Caller:
         )
     well_formed = plaintext.startswith(KEY_PREFIX) and len(plaintext) == len(KEY_PREFIX) + 43
     digest = hash_key(plaintext) if well_formed else None
+    config = current_app.config
     if digest is not None and not fresh:
         cached = _known_keys.get(digest)
-        if cached is not None:
-            return cached
+        if cached is not None and time.monotonic() - cached[1] < config["KEY_CACHE_SECONDS"]:
+            return cached[0]
     row = None
     if digest is not None:
         with db.engine.connect() as conn:
@@ -159,7 +160,7 @@ def authenticate(*, fresh: bool = True) -> Caller:
     with _known_keys_lock:
         if len(_known_keys) >= KEY_CACHE_MAX:
             _known_keys.clear()
-        _known_keys[digest] = caller
+        _known_keys[digest] = (caller, time.monotonic())
     return caller
 
 
@@ -178,7 +179,7 @@ def refuse_invalid_key(message: str):
 
 def forget_key(caller: Caller) -> None:
     with _known_keys_lock:
-        for digest in [d for d, c in _known_keys.items() if c.key_id == caller.key_id]:
+        for digest in [d for d, (c, _) in _known_keys.items() if c.key_id == caller.key_id]:
             del _known_keys[digest]
 
 

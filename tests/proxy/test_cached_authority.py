@@ -101,3 +101,28 @@ def test_the_allow_list_is_read_by_the_hold_not_from_the_cache(app, live_server,
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "model_not_allowed"
     assert open_holds(app) == 0
+
+
+def test_a_changed_per_minute_limit_applies_once_the_cached_identity_is_read_again(
+    app, fakes, catalog
+):
+    import time
+
+    from app.models import ApiKey
+    from tests.proxy.conftest import LiveServer, make_funded_key
+
+    server = LiveServer(app, fakes, KEY_CACHE_SECONDS="1", WEB_CONCURRENCY="1")
+    server.start()
+    try:
+        key, _, key_id = make_funded_key(app, "5")
+        warm(server, key)
+        with app.app_context():
+            db.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(rate_limit_rpm=1))
+            db.session.commit()
+        time.sleep(1.2)
+        statuses = [post(server, key).status_code for _ in range(3)]
+    finally:
+        server.stop()
+    # A limit of one request a minute: at most one of three gets through (one only when a new
+    # minute began during the sleep; warming already spent this minute's).
+    assert statuses.count(429) >= 2
