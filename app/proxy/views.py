@@ -71,8 +71,22 @@ def read_json_body() -> dict:
 # --- OpenAI-compatible -----------------------------------------------------------------------
 
 
-def openai_headers() -> dict:
-    return {k: v for k, v in request.headers.items() if k.lower() == "openai-beta"}
+def openai_call(body: dict, model, path: str, upstream_body, stream: bool):
+    """How an OpenAI-compatible route calls OpenAI or xAI once the hold has set the output limit:
+    the body as sent, with the gateway's limit and opaque user, and the `openai-beta` header."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() == "openai-beta"}
+    return lambda exchange: UpstreamCall(
+        provider=model.provider,
+        path=path,
+        body=upstream_body(
+            body,
+            model,
+            output_limit=gateway_limit(exchange),
+            opaque_user=exchange.caller.opaque_user,
+        ),
+        stream=stream,
+        headers=headers,
+    )
 
 
 def gateway_limit(exchange) -> int | None:
@@ -119,22 +133,10 @@ def chat_plan(body: dict, model) -> Plan:
             ),
             relay=translator.relay,
         )
-    headers = openai_headers()
     return Plan(
         estimate,
         stream,
-        upstream_call=lambda exchange: UpstreamCall(
-            provider=model.provider,
-            path=openai.CHAT_PATH,
-            body=openai.chat_upstream_body(
-                body,
-                model,
-                output_limit=gateway_limit(exchange),
-                opaque_user=exchange.caller.opaque_user,
-            ),
-            stream=stream,
-            headers=headers,
-        ),
+        upstream_call=openai_call(body, model, openai.CHAT_PATH, openai.chat_upstream_body, stream),
         relay=lambda: openai.ChatRelay(model, client_wants_usage=openai.wants_usage(body)),
     )
 
@@ -162,24 +164,14 @@ def responses_plan(body: dict, model) -> Plan:
     openai.validate_responses(body)
     stream = bool(body.get("stream"))
     input_items = body["input"] if isinstance(body["input"], list) else [body["input"]]
-    headers = openai_headers()
     return Plan(
         Estimate(
             input_tokens=estimate_input_tokens(body, len(input_items)),
             requested_output=openai.responses_output_limit(body),
         ),
         stream,
-        upstream_call=lambda exchange: UpstreamCall(
-            provider=model.provider,
-            path=openai.RESPONSES_PATH,
-            body=openai.responses_upstream_body(
-                body,
-                model,
-                output_limit=gateway_limit(exchange),
-                opaque_user=exchange.caller.opaque_user,
-            ),
-            stream=stream,
-            headers=headers,
+        upstream_call=openai_call(
+            body, model, openai.RESPONSES_PATH, openai.responses_upstream_body, stream
         ),
         relay=lambda: openai.ResponsesRelay(model),
     )
