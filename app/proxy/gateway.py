@@ -23,7 +23,7 @@ import urllib3
 from flask import Response, current_app, g, request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import bindparam, text
+from sqlalchemy import JSON, bindparam, text
 from sqlalchemy import exc as sqlalchemy_exc
 
 from app.extensions import db, get_redis
@@ -103,14 +103,18 @@ def opaque_user_id(account_id: int) -> str:
     return f"onekey-{digest[:32]}"
 
 
-KEY_SQL = text(
-    """
+KEY_SQL = (
+    text(
+        """
 SELECT k.id, k.account_id, k.allowed_models, k.rate_limit_rpm, k.revoked_at,
        k.expires_at <= :now AS expired, a.status
 FROM api_keys k JOIN accounts a ON a.id = k.account_id
 WHERE k.key_hash = :key_hash
 """
-).bindparams(bindparam("now", type_=UTCDateTime()))
+    )
+    .bindparams(bindparam("now", type_=UTCDateTime()))
+    .columns(allowed_models=JSON())
+)
 
 _known_keys: dict[str, tuple[Caller, float]] = {}  # key hash -> (caller, read at, monotonic)
 _known_keys_lock = threading.Lock()
@@ -148,8 +152,6 @@ def authenticate(*, fresh: bool = True) -> Caller:
     if row.status != "active":
         raise ProxyError("account_suspended", f"This account is {row.status}.")
     allowed = row.allowed_models
-    if isinstance(allowed, str):  # SQLite hands JSON back as text in plain statements
-        allowed = json.loads(allowed)
     caller = Caller(
         key_id=row.id,
         account_id=row.account_id,

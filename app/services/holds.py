@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam
+from sqlalchemy import JSON, bindparam
 from sqlalchemy import text as plain_text
 from sqlalchemy.exc import DBAPIError
 
@@ -304,7 +304,7 @@ LEFT JOIN api_keys k ON k.id = :key_id AND k.account_id = a.id
 LEFT JOIN catalog_models m ON m.id = :model_pk
 WHERE a.id = :account_id
 """
-)
+).columns(allowed_models=JSON())
 SQLITE_RESERVE_ACCOUNT = text("UPDATE accounts SET held = held + :amount WHERE id = :account_id")
 SQLITE_RESERVE_KEY = text(
     "UPDATE api_keys SET held_nanocredits = held_nanocredits + :amount, last_used_at = :now "
@@ -373,8 +373,6 @@ def _reserve_sqlite(conn, request: HoldRequest, params: dict) -> Reservation | R
         return None
     (status, balance, held, key_id, revoked_at, expired, limit, usage, key_held) = row[:9]
     allowed, enabled, version = row[9:]
-    if isinstance(allowed, str):
-        allowed = json.loads(allowed)
     figures = Figures(
         account_status=status,
         balance=balance,
