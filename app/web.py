@@ -54,7 +54,7 @@ def load_account(login_id: str) -> Account | None:
     account = db.session.get(Account, int(account_id))
     if account is None or account.session_version != int(version):
         return None
-    if account.status == "terminated":
+    if account.is_ended:
         return None
     return account
 

@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError  # noqa: E402
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from tests.helpers import TEST_PASSWORD, Browser  # noqa: E402
+from tests.shop import app_server, shop  # noqa: E402,F401  (fixtures)
 from tests.stripe_emulator import stripe, stripe_emulator  # noqa: E402,F401  (fixtures)
 
 

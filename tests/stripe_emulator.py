@@ -188,15 +188,15 @@ def post_signed(client, event: dict, **sign_options):
     )
 
 
-def run_worker(app) -> None:
-    """Work the billing queue until it is empty, in this process."""
+def run_worker(app, *queue_names: str) -> None:
+    """Work the queues (billing unless named) until they are empty, in this process."""
     from rq import SimpleWorker
 
     from app.extensions import db, get_queue
 
     with app.app_context():
-        queue = get_queue("billing")
-        SimpleWorker([queue], connection=queue.connection).work(burst=True)
+        queues = [get_queue(name) for name in queue_names or ("billing",)]
+        SimpleWorker(queues, connection=queues[0].connection).work(burst=True)
         db.session.remove()
 
 

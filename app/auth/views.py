@@ -113,6 +113,9 @@ def login():
             flash(SIGN_IN_FAILED, "error")
             return render_template("auth/login.html", form=form), 401
         throttle.clear(redis, "login-account", email)
+        if account.is_ended:
+            flash(f"This account is {account.status}: it cannot sign in.", "error")
+            return render_template("auth/login.html", form=form), 403
         _start_session(account)
         return redirect(_safe_next(request.args.get("next")) or url_for("portal.dashboard"))
     status = 400 if form.is_submitted() else 200

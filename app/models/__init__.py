@@ -5,11 +5,13 @@ from app.models.audit import AuditLogEntry
 from app.models.catalog import CatalogModel, ModelPrice
 from app.models.keys import ApiKey
 from app.models.ledger import Hold, LedgerEntry
+from app.models.lifecycle import AccountRequest, RefundPart
 from app.models.purchases import Purchase, ReconciliationRun, StripeEvent
 from app.models.usage import UsageRecord
 
 __all__ = [
     "Account",
+    "AccountRequest",
     "ApiKey",
     "AuditLogEntry",
     "CatalogModel",
@@ -18,6 +20,7 @@ __all__ = [
     "ModelPrice",
     "Purchase",
     "ReconciliationRun",
+    "RefundPart",
     "StripeEvent",
     "UsageRecord",
 ]

@@ -11,13 +11,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.extensions import db
 from app.models.types import UTCDateTime, utcnow
 
-ACCOUNT_STATUSES = ("active", "suspended", "terminated")
+ACCOUNT_STATUSES = ("active", "suspended", "closed", "terminated")
 
 
 class Account(UserMixin, db.Model):
     __tablename__ = "accounts"
     __table_args__ = (
-        CheckConstraint("status IN ('active', 'suspended', 'terminated')", name="status"),
+        CheckConstraint(
+            "status IN ('active', 'suspended', 'closed', 'terminated')", name="status"
+        ),
         CheckConstraint("held >= 0", name="held_not_negative"),
     )
 
@@ -26,13 +28,15 @@ class Account(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
-    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_reason: Mapped[str | None] = mapped_column(Text)  # for admins (audited)
+    # What the customer is told about a suspension or termination, when an admin shares a reason.
+    status_message: Mapped[str | None] = mapped_column(Text)
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     balance_nanocredits: Mapped[int] = mapped_column(
         "balance", BigInteger, nullable=False, default=0
     )
     held_nanocredits: Mapped[int] = mapped_column("held", BigInteger, nullable=False, default=0)
-    # Bumped on suspension, termination and password change: ends every other session.
+    # Bumped on suspension, closure, termination and password change: ends every other session.
     session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     terms_version: Mapped[str] = mapped_column(String(16), nullable=False)
     terms_accepted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -49,6 +53,11 @@ class Account(UserMixin, db.Model):
     @property
     def is_suspended(self) -> bool:
         return self.status == "suspended"
+
+    @property
+    def is_ended(self) -> bool:
+        """Closed by the customer or terminated by OneKey: it can no longer sign in."""
+        return self.status in ("closed", "terminated")
 
     @property
     def available_nanocredits(self) -> int:

@@ -12,6 +12,8 @@ from app.models.types import BigIntPK, UTCDateTime, utcnow
 
 LEDGER_KINDS = ("purchase", "usage", "refund", "grant", "adjustment", "dispute", "forfeit")
 HOLD_STATUSES = ("open", "settled", "released", "expired")
+# A request's bound on its cost, or credit on its way to a refund (which never expires by itself).
+HOLD_PURPOSES = ("request", "refund")
 
 
 class LedgerEntry(db.Model):
@@ -40,6 +42,8 @@ class Hold(db.Model):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("status IN ('open', 'settled', 'released', 'expired')", name="status"),
+        CheckConstraint("purpose IN ('request', 'refund')", name="purpose"),
+        CheckConstraint("purpose = 'refund' OR expires_at IS NOT NULL", name="request_expires"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -49,6 +53,10 @@ class Hold(db.Model):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="open", index=True)
     request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    purpose: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="request", server_default="request"
+    )
+    # None for a refund's reservation: it is closed by the refund, never by the clock.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     settled_amount_nanocredits: Mapped[int | None] = mapped_column("settled_amount", BigInteger)

@@ -238,12 +238,29 @@ def clean_reason(reason: str) -> str:
     return reason
 
 
-def suspend(account: Account, *, reason: str, actor_id: int | None) -> None:
-    """Suspend an active account: its keys are refused and its sessions end.
+def clean_customer_message(message: str | None) -> str | None:
+    """What an admin chose to tell the customer (emailed; shown on their pages), or None.
+
+    Raises AccountError (field "customer_message") when it is too long.
+    """
+    message = (message or "").strip()
+    if len(message) > REASON_MAX:
+        raise AccountError(
+            {"customer_message": f"The message can be at most {REASON_MAX} characters."}
+        )
+    return message or None
+
+
+def suspend(
+    account: Account, *, reason: str, actor_id: int | None, customer_message: str | None = None
+) -> None:
+    """Suspend an active account: its keys are refused and its sessions end. `customer_message`
+    is the reason the customer is told (the audited `reason` is for admins).
 
     Raises AccountError without a reason or when the account is not active.
     """
     reason = clean_reason(reason)
+    account.status_message = clean_customer_message(customer_message)
     if account.status != "active":
         raise AccountError({"status": f"The account is {account.status}, not active."})
     if actor_id is not None and actor_id == account.id:
@@ -251,12 +268,15 @@ def suspend(account: Account, *, reason: str, actor_id: int | None) -> None:
     _change_status(account, "suspended", reason, actor_id, "account.suspend")
 
 
-def unsuspend(account: Account, *, reason: str, actor_id: int | None) -> None:
+def unsuspend(
+    account: Account, *, reason: str, actor_id: int | None, customer_message: str | None = None
+) -> None:
     """Lift a suspension.
 
     Raises AccountError without a reason, when not suspended, or when the actor is the account.
     """
     reason = clean_reason(reason)
+    account.status_message = clean_customer_message(customer_message)
     if account.status != "suspended":
         raise AccountError({"status": f"The account is {account.status}, not suspended."})
     if actor_id is not None and actor_id == account.id:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import Account, ApiKey, CatalogModel
 from app.models.types import utcnow
+from app.services import refunds
 
 KEY_PREFIX = "ok-"
 KEY_NAME_MAX = 100
@@ -45,7 +46,9 @@ def create_key(
     Raises KeyRequestError when the account cannot create keys or a field is invalid.
     """
     if account.status != "active":
-        raise KeyRequestError("Your account is suspended: it cannot create API keys.")
+        raise KeyRequestError(f"Your account is {account.status}: it cannot create API keys.")
+    if refunds.closing_request(account.id) is not None:
+        raise KeyRequestError("Your account is being closed: it cannot create API keys.")
     name = name.strip()
     if not name:
         raise KeyRequestError("Give the key a name.")

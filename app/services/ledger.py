@@ -249,12 +249,112 @@ def settle_hold(hold_id: int, cost_nanocredits: int, *, reference_id: str | None
     return settled
 
 
+def reserve_for_refund(account_id: int, amount_nanocredits: int) -> Hold:
+    """Reserve credit on its way to a refund: a hold that never expires by itself, placed with one
+    conditional UPDATE (whatever the account's status: a refund can follow a suspension).
+
+    Raises InsufficientCredit when balance − held is below the amount; nothing is reserved then.
+    """
+    if amount_nanocredits <= 0:
+        raise ValueError("a reservation must be a positive amount")
+    db.session.flush()
+    reserved = db.session.execute(
+        update(Account)
+        .where(
+            Account.id == account_id,
+            Account.balance_nanocredits - Account.held_nanocredits >= amount_nanocredits,
+        )
+        .values(held_nanocredits=Account.held_nanocredits + amount_nanocredits)
+        .returning(Account.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if reserved is None:
+        account = db.session.get(Account, account_id, populate_existing=True)
+        raise InsufficientCredit(
+            account.balance_nanocredits, account.held_nanocredits, amount_nanocredits
+        )
+    hold = Hold(
+        account_id=account_id,
+        amount_nanocredits=amount_nanocredits,
+        status="open",
+        purpose="refund",
+        expires_at=None,
+        settled_amount_nanocredits=0,
+    )
+    db.session.add(hold)
+    db.session.flush()
+    _expire_cached_rows()
+    return hold
+
+
+def take_from_reservation(hold_id: int, amount_nanocredits: int) -> None:
+    """Move part of a refund reservation out of `held` once that part was refunded (its ledger
+    debit is posted by the caller in the same transaction); the hold is settled when nothing of
+    it is left. Raises ValueError for more than the hold still reserves, or a closed hold."""
+    db.session.flush()
+    hold = db.session.get(Hold, hold_id, with_for_update=True, populate_existing=True)
+    if hold is None or hold.status != "open" or hold.purpose != "refund":
+        raise ValueError(f"hold {hold_id} is not an open refund reservation")
+    if not 0 < amount_nanocredits <= hold.amount_nanocredits:
+        raise ValueError(f"hold {hold_id} reserves {hold.amount_nanocredits}, not {amount_nanocredits}")
+    hold.settled_amount_nanocredits = (hold.settled_amount_nanocredits or 0) + amount_nanocredits
+    if amount_nanocredits == hold.amount_nanocredits:
+        hold.status = "settled"
+        hold.closed_at = utcnow()
+    else:
+        hold.amount_nanocredits -= amount_nanocredits
+    db.session.execute(
+        update(Account)
+        .where(Account.id == hold.account_id)
+        .values(held_nanocredits=Account.held_nanocredits - amount_nanocredits)
+    )
+    db.session.flush()
+    _expire_cached_rows()
+
+
+def shrink_reservation(hold_id: int, amount_nanocredits: int) -> None:
+    """Give back what of an open refund reservation is above `amount_nanocredits` (an approval of
+    less than was asked); releasing the whole of it is `release_hold`."""
+    db.session.flush()
+    hold = db.session.get(Hold, hold_id, with_for_update=True, populate_existing=True)
+    if hold is None or hold.status != "open" or hold.purpose != "refund":
+        raise ValueError(f"hold {hold_id} is not an open refund reservation")
+    excess = hold.amount_nanocredits - amount_nanocredits
+    if excess < 0 or amount_nanocredits <= 0:
+        raise ValueError(f"hold {hold_id} reserves {hold.amount_nanocredits}, not {amount_nanocredits}")
+    if excess:
+        hold.amount_nanocredits = amount_nanocredits
+        db.session.execute(
+            update(Account)
+            .where(Account.id == hold.account_id)
+            .values(held_nanocredits=Account.held_nanocredits - excess)
+        )
+        db.session.flush()
+        _expire_cached_rows()
+
+
+def open_request_holds(account_id: int) -> int:
+    """How many of the account's requests are still in flight (their holds open or unsettled)."""
+    return db.session.scalar(
+        select(func.count())
+        .select_from(Hold)
+        .where(Hold.account_id == account_id, Hold.status == "open", Hold.purpose == "request")
+    )
+
+
 def release_hold(hold_id: int) -> bool:
-    """Release a hold without charge, exactly once; False if it was already closed."""
-    hold = _claim_hold(hold_id, "open", "released", settled_amount_nanocredits=0)
+    """Release what a hold still reserves without charge, exactly once; False if it was already
+    closed (a refund reservation denied, failed or left over after its refund)."""
+    hold = _claim_hold(
+        hold_id,
+        "open",
+        "released",
+        settled_amount_nanocredits=func.coalesce(Hold.settled_amount_nanocredits, 0),
+    )
     if hold is None:
         return False
     _release_reservation(hold)
+    _expire_cached_rows()
     return True
 
 

@@ -35,6 +35,7 @@ RECONCILE_PAGE_SIZE = 100
 RECONCILE_MAX_PAGES = 200
 PENDING_PURCHASE_LIFETIME = timedelta(hours=24)
 DISPUTE_REASON = "payment dispute"
+DISPUTE_MESSAGE = "a payment dispute (chargeback) was opened on one of your purchases"
 REFUND_LIVE_STATUSES = ("succeeded", "pending", "requires_action")
 
 
@@ -69,10 +70,18 @@ def parse_purchase_amount(text: str, *, min_cents: int, max_cents: int) -> int:
     return cents
 
 
-def start_purchase(account: Account, amount_cents: int) -> Purchase:
-    """Record a pending purchase. Raises PurchaseError unless the account may buy."""
+def _check_may_buy(account: Account) -> None:
     if not account.is_active_account:
         raise PurchaseError(f"Your account is {account.status}: it cannot buy credits.")
+    from app.services.refunds import closing_request  # refunds builds on this module
+
+    if closing_request(account.id) is not None:
+        raise PurchaseError("Your account is being closed: it cannot buy credits.")
+
+
+def start_purchase(account: Account, amount_cents: int) -> Purchase:
+    """Record a pending purchase. Raises PurchaseError unless the account may buy."""
+    _check_may_buy(account)
     purchase = Purchase(account_id=account.id, amount_cents=amount_cents, currency="usd")
     db.session.add(purchase)
     db.session.flush()
@@ -133,9 +142,7 @@ def begin_attempt(purchase: Purchase, payment_method_id: str) -> int:
     """
     if not PAYMENT_METHOD_ID.fullmatch(payment_method_id or ""):
         raise PurchaseError("The card details did not reach us. Enter the card again.")
-    account = db.session.get(Account, purchase.account_id)
-    if not account.is_active_account:
-        raise PurchaseError(f"Your account is {account.status}: it cannot buy credits.")
+    _check_may_buy(db.session.get(Account, purchase.account_id))
     db.session.refresh(purchase, with_for_update=True)
     if not purchase.is_retryable:
         raise PurchaseError(f"This purchase is {purchase.status}; it cannot be paid again.")
@@ -302,6 +309,9 @@ def apply_payment_succeeded(intent: dict) -> str:
     purchase.failure_message = None
     purchase.succeeded_at = purchase.succeeded_at or utcnow()
     db.session.flush()
+    if created and db.session.get(Account, purchase.account_id).is_ended:
+        # Paid for before the account ended: the credit is the customer's, to be refunded.
+        _flag_account(purchase.account_id, "payment: credited after the account ended; refund it")
     return "credited" if created else "already credited"
 
 
@@ -401,7 +411,11 @@ def apply_dispute_created(dispute: dict) -> str:
     created = _post_dispute_movement(purchase, dispute, won=False)
     account = db.session.get(Account, purchase.account_id, with_for_update=True)
     if account.is_active_account:
-        account_service.suspend(account, reason=DISPUTE_REASON, actor_id=None)
+        account_service.suspend(
+            account, reason=DISPUTE_REASON, actor_id=None, customer_message=DISPUTE_MESSAGE
+        )
+        # Told by email once the job has committed.
+        db.session.info.setdefault("suspended_account_ids", []).append(account.id)
     return "account suspended, amount debited" if created else "already applied"
 
 

@@ -9,7 +9,8 @@ from flask import current_app
 from rq import Retry
 
 from app.extensions import db, get_queue
-from app.models import Account
+from app.models import Account, AccountRequest
+from app.services import notices
 from app.services.accounts import password_reset_token
 from app.services.mail import send_email
 
@@ -18,7 +19,7 @@ MAIL_RETRY = Retry(max=3, interval=[10, 60, 300])
 
 def send_password_reset_job(account_id: int, base_url: str) -> None:
     account = db.session.get(Account, account_id)
-    if account is None or account.status == "terminated":
+    if account is None or account.is_ended:
         return
     link = f"{base_url}/password/reset/{password_reset_token(account)}"
     send_email(
@@ -34,7 +35,7 @@ def send_password_reset_job(account_id: int, base_url: str) -> None:
 def send_signup_attempt_notice_job(account_id: int, base_url: str) -> None:
     """Tell an address's owner that someone tried to sign up with it (the page did not say so)."""
     account = db.session.get(Account, account_id)
-    if account is None or account.status == "terminated":
+    if account is None or account.is_ended:
         return
     send_email(
         current_app.config,
@@ -45,6 +46,32 @@ def send_signup_attempt_notice_job(account_id: int, base_url: str) -> None:
         f"{base_url}/password/forgot.\n\n"
         "If it was not you, ignore this message; nothing about your account has changed.",
     )
+
+
+def send_request_update_job(request_id: int, base_url: str) -> None:
+    """Tell the customer how their refund, closure or termination ended."""
+    request = db.session.get(AccountRequest, request_id)
+    if request is None:
+        return
+    subject, body = notices.request_update(request, base_url)
+    send_email(current_app.config, request.account.email, subject, body)
+
+
+def send_status_notice_job(account_id: int, base_url: str) -> None:
+    """Tell the customer their account was suspended (or reinstated), with the reason shared."""
+    account = db.session.get(Account, account_id)
+    if account is None:
+        return
+    subject, body = notices.status_change(account, base_url)
+    send_email(current_app.config, account.email, subject, body)
+
+
+def enqueue_request_update(request_id: int) -> None:
+    _enqueue(send_request_update_job, request_id, notices.base_url())
+
+
+def enqueue_status_notice(account_id: int) -> None:
+    _enqueue(send_status_notice_job, account_id, notices.base_url())
 
 
 def enqueue_password_reset(account_id: int, base_url: str) -> None:

@@ -8,6 +8,7 @@ from rq import Retry
 from app.extensions import db, get_queue
 from app.models import StripeEvent
 from app.services.payments import process_event, reconcile_payments
+from app.tasks.mail import enqueue_status_notice
 
 EVENT_RETRY = Retry(max=8, interval=[5, 30, 120, 600, 1800])
 RECONCILE_INTERVAL_SECONDS = 600
@@ -18,9 +19,12 @@ def process_stripe_event_job(event_id: str) -> str | None:
     try:
         outcome = process_event(event_id)
         db.session.commit()
+        for account_id in db.session.info.pop("suspended_account_ids", []):
+            enqueue_status_notice(account_id)
         return outcome
     except Exception as exc:
         db.session.rollback()
+        db.session.info.pop("suspended_account_ids", None)
         event = db.session.get(StripeEvent, event_id)
         if event is not None:
             event.error = f"{type(exc).__name__}: {exc}"[:500]

@@ -1,17 +1,18 @@
 """A signed-in customer buying credits against localstripe, with the app served in a thread so
-localstripe can deliver its webhooks to it."""
+localstripe can deliver its webhooks to it (fixtures `app_server` and `shop`, in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Account, Purchase
+from app.models import Account, Purchase, StripeEvent
 from tests.helpers import Browser, serve_in_thread
-from tests.stripe_emulator import StripeJs
+from tests.stripe_emulator import CARD_OK, StripeJs, run_worker
 
 CLIENT_SECRET = re.compile(r'data-client-secret="([^"]+)"')
 CONFIRM_ACTION = re.compile(r'action="/credits/(\d+)/confirm"')
@@ -67,6 +68,34 @@ class Shop:
     def pay(self, purchase_id: int, client_secret: str, card: str):
         """Save the card with Stripe.js, then post it to OneKey, as the page does."""
         return self.confirm(purchase_id, self.js.confirm_card_setup(client_secret, card))
+
+    def buy(self, amount: str = "5") -> int:
+        """Buy credits with a good card and let the worker credit them; returns the purchase id."""
+        purchase_id, secret = self.start(amount)
+        response = self.pay(purchase_id, secret, CARD_OK)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        with self.app.app_context():
+            paid = db.session.get(Purchase, purchase_id).stripe_payment_intent_id
+            db.session.remove()
+        deadline = time.monotonic() + 15
+        while self.purchase(purchase_id).status != "succeeded":
+            assert time.monotonic() < deadline, f"purchase {purchase_id} ({paid}) was not credited"
+            if not self._event_stored(paid):
+                time.sleep(0.1)
+                continue
+            run_worker(self.app)
+        return purchase_id
+
+    def _event_stored(self, intent_id: str) -> bool:
+        with self.app.app_context():
+            stored = db.session.scalar(
+                select(func.count())
+                .select_from(StripeEvent)
+                .where(StripeEvent.type == "payment_intent.succeeded")
+                .where(StripeEvent.payload["data"]["object"]["id"].as_string() == intent_id)
+            )
+            db.session.remove()
+        return bool(stored)
 
     def balance(self) -> int:
         with self.app.app_context():
