@@ -17,9 +17,7 @@ ACCOUNT_STATUSES = ("active", "suspended", "closed", "terminated")
 class Account(UserMixin, db.Model):
     __tablename__ = "accounts"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('active', 'suspended', 'closed', 'terminated')", name="status"
-        ),
+        CheckConstraint("status IN ('active', 'suspended', 'closed', 'terminated')", name="status"),
         CheckConstraint("held >= 0", name="held_not_negative"),
     )
 

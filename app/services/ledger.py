@@ -296,7 +296,9 @@ def take_from_reservation(hold_id: int, amount_nanocredits: int) -> None:
     if hold is None or hold.status != "open" or hold.purpose != "refund":
         raise ValueError(f"hold {hold_id} is not an open refund reservation")
     if not 0 < amount_nanocredits <= hold.amount_nanocredits:
-        raise ValueError(f"hold {hold_id} reserves {hold.amount_nanocredits}, not {amount_nanocredits}")
+        raise ValueError(
+            f"hold {hold_id} reserves {hold.amount_nanocredits}, not {amount_nanocredits}"
+        )
     hold.settled_amount_nanocredits = (hold.settled_amount_nanocredits or 0) + amount_nanocredits
     if amount_nanocredits == hold.amount_nanocredits:
         hold.status = "settled"
@@ -321,7 +323,9 @@ def shrink_reservation(hold_id: int, amount_nanocredits: int) -> None:
         raise ValueError(f"hold {hold_id} is not an open refund reservation")
     excess = hold.amount_nanocredits - amount_nanocredits
     if excess < 0 or amount_nanocredits <= 0:
-        raise ValueError(f"hold {hold_id} reserves {hold.amount_nanocredits}, not {amount_nanocredits}")
+        raise ValueError(
+            f"hold {hold_id} reserves {hold.amount_nanocredits}, not {amount_nanocredits}"
+        )
     if excess:
         hold.amount_nanocredits = amount_nanocredits
         db.session.execute(

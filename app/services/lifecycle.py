@@ -142,7 +142,9 @@ def complete(request: AccountRequest) -> int:
     """The refunds are made: write off what is left, end the account and its sessions.
     Returns the nanocredits forfeited (negative: a debt written off)."""
     refunds.finish(request)
-    account = db.session.get(Account, request.account_id, with_for_update=True, populate_existing=True)
+    account = db.session.get(
+        Account, request.account_id, with_for_update=True, populate_existing=True
+    )
     forfeited = account.balance_nanocredits
     if forfeited:
         ledger.post_entry(
@@ -192,10 +194,7 @@ def stalled_requests(now=None) -> list[int]:
                 )
                 | (
                     (AccountRequest.state == "processing")
-                    & (
-                        AccountRequest.lease_until.is_(None)
-                        | (AccountRequest.lease_until < now)
-                    )
+                    & (AccountRequest.lease_until.is_(None) | (AccountRequest.lease_until < now))
                     & (AccountRequest.updated_at < now - STALLED_AFTER)
                 )
             )

@@ -63,9 +63,7 @@ def refundable_cents_by_purchase(
     """
     now = now or utcnow()
     account = db.session.get(Account, account_id)
-    unused = max(
-        account.balance_nanocredits - account.held_nanocredits + reserved_nanocredits, 0
-    )
+    unused = max(account.balance_nanocredits - account.held_nanocredits + reserved_nanocredits, 0)
     purchases = {
         purchase.stripe_payment_intent_id: purchase
         for purchase in db.session.scalars(
@@ -160,9 +158,11 @@ def check_refund_amount(
         available = sum(refundable.values())
         where = "in all"
     if available == 0:
-        raise RefundError("Nothing is refundable now." if purchase_id is None else (
-            "Nothing of this purchase is refundable now."
-        ))
+        raise RefundError(
+            "Nothing is refundable now."
+            if purchase_id is None
+            else ("Nothing of this purchase is refundable now.")
+        )
     if amount_cents > available:
         raise RefundError(f"At most {display_dollars(available)} is refundable now {where}.")
 
@@ -195,9 +195,7 @@ def open_new_request(
     )
     if refund_cents:
         try:
-            request.hold_id = ledger.reserve_for_refund(
-                account.id, cents_to_nanos(refund_cents)
-            ).id
+            request.hold_id = ledger.reserve_for_refund(account.id, cents_to_nanos(refund_cents)).id
         except ledger.InsufficientCredit:
             raise RefundError("That credit is no longer unused.") from None
     db.session.add(request)
@@ -273,7 +271,9 @@ def approve(
             try:
                 request.hold_id = ledger.reserve_for_refund(request.account_id, to_reserve).id
             except ledger.InsufficientCredit:
-                raise RefundError("That credit is no longer unused: it cannot be reserved.") from None
+                raise RefundError(
+                    "That credit is no longer unused: it cannot be reserved."
+                ) from None
     elif request.hold_id is not None:
         if to_reserve:
             ledger.shrink_reservation(request.hold_id, to_reserve)

@@ -119,7 +119,9 @@ def test_a_refund_of_all_unused_credit_is_split_newest_first(app, desk):
 def test_a_partly_consumed_purchase_refunds_only_its_unused_part(app, desk):
     first = desk.shop.buy("5")
     second = desk.shop.buy("6")
-    _spend(desk, 7 * CREDIT + 5)  # oldest first: all of the first purchase and 2.000000005 of the second
+    _spend(
+        desk, 7 * CREDIT + 5
+    )  # oldest first: all of the first purchase and 2.000000005 of the second
     with app.app_context():
         assert refunds.refundable_cents_by_purchase(desk.account_id) == {second: 399}
     with pytest.raises(RefundError, match=r"At most \$3.99"):
@@ -180,9 +182,7 @@ def test_a_denied_request_releases_the_reserved_credit(app, desk):
 
     def deny():
         request = db.session.get(AccountRequest, request_id)
-        refunds.deny(
-            request, reason="abuse", actor_id=desk.admin_id, customer_message="Sorry, no."
-        )
+        refunds.deny(request, reason="abuse", actor_id=desk.admin_id, customer_message="Sorry, no.")
 
     desk.call(deny)
     from app.tasks.mail import enqueue_request_update
