@@ -15,6 +15,7 @@ from rq.cron import CronScheduler
 from app import create_app
 from app.extensions import db
 from app.tasks import QUEUES
+from app.tasks.lifecycle import STALLED_SWEEP_INTERVAL_SECONDS, resume_stalled_requests_job
 from app.tasks.maintenance import expire_holds_job
 from app.tasks.stripe_events import RECONCILE_INTERVAL_SECONDS, reconcile_payments_job
 
@@ -58,6 +59,12 @@ def register_cron_jobs(scheduler: CronScheduler) -> None:
         queue_name="billing",
         interval=RECONCILE_INTERVAL_SECONDS,
         job_timeout=900,
+    )
+    scheduler.register(
+        resume_stalled_requests_job,
+        queue_name="lifecycle",
+        interval=STALLED_SWEEP_INTERVAL_SECONDS,
+        job_timeout=300,
     )
 
 

@@ -14,8 +14,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.models import Account, ApiKey, Hold, LedgerEntry
+from app.models import Account, AccountRequest, ApiKey, Hold, LedgerEntry
 from app.models.ledger import LEDGER_KINDS
+from app.models.lifecycle import OPEN_STATES
 from app.models.types import utcnow
 from app.services import holds
 
@@ -390,7 +391,10 @@ def flag_if_negative(account_id: int) -> None:
 
 
 def check_invariants() -> list[Mismatch]:
-    """Every account's balance == sum(ledger) and held == sum(open holds); every key's held too."""
+    """Every account's balance == sum(ledger) and held == sum(open holds); every key's held too.
+    Every open refund reservation belongs to an open request (or the credit would stay reserved
+    for ever), and a closed or terminated account holds nothing unless it is flagged for an admin
+    (a late settlement or chargeback)."""
     ledger_sums = dict(
         db.session.execute(
             select(LedgerEntry.account_id, func.sum(LedgerEntry.amount_nanocredits)).group_by(
@@ -442,4 +446,25 @@ def check_invariants() -> list[Mismatch]:
         expected_usage = int(key_usage.get(key_id) or 0)
         if usage != expected_usage:
             mismatches.append(Mismatch(account_id, f"key {key_id} usage", usage, expected_usage))
+    stray_reservations = db.session.execute(
+        select(Hold.account_id, Hold.id, Hold.amount_nanocredits)
+        .outerjoin(
+            AccountRequest,
+            (AccountRequest.hold_id == Hold.id) & AccountRequest.state.in_(OPEN_STATES),
+        )
+        .where(Hold.status == "open", Hold.purpose == "refund", AccountRequest.id.is_(None))
+    ).all()
+    for account_id, hold_id, amount in stray_reservations:
+        mismatches.append(
+            Mismatch(account_id, f"refund reservation {hold_id} of no open request", amount, 0)
+        )
+    ended_with_credit = db.session.execute(
+        select(Account.id, Account.status, Account.balance_nanocredits).where(
+            Account.status.in_(("closed", "terminated")),
+            Account.balance_nanocredits != 0,
+            Account.flagged_reason.is_(None),
+        )
+    ).all()
+    for account_id, status, balance in ended_with_credit:
+        mismatches.append(Mismatch(account_id, f"balance of a {status} account", balance, 0))
     return mismatches

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
@@ -22,8 +23,10 @@ class Desk:
         self.admin_id = admin_id
         self.caplog = caplog
 
-    @property
+    @functools.cached_property
     def account_id(self) -> int:
+        """The customer's account (read once: a lookup inside another open transaction would wait
+        on SQLite's write lock)."""
         with self.app.app_context():
             account_id = db.session.scalar(
                 select(Account.id).where(Account.email == self.shop.email)
@@ -65,6 +68,9 @@ class Desk:
         return "\n".join(r.getMessage() for r in self.caplog.records if r.name == "onekey.mail")
 
     def books_balance(self) -> None:
+        """`flask ledger check`, the operator's own command, finds every account in balance."""
+        result = self.app.test_cli_runner().invoke(args=["ledger", "check"])
+        assert result.exit_code == 0, result.output
         with self.app.app_context():
             assert check_invariants() == []
             db.session.remove()

@@ -51,7 +51,7 @@ def test_worker_process_runs_the_expire_holds_job(app, make_account):
         assert db.session.get(Account, account_id).held_nanocredits == 0
 
 
-def test_cron_registers_the_hold_expiry_and_the_payment_reconciliation(app):
+def test_cron_registers_the_hold_expiry_the_reconciliation_and_the_stalled_request_sweep(app):
     from rq.cron import CronScheduler
 
     from worker import register_cron_jobs
@@ -62,3 +62,5 @@ def test_cron_registers_the_hold_expiry_and_the_payment_reconciliation(app):
     assert jobs["expire_holds_job"].interval == 60
     assert jobs["reconcile_payments_job"].interval == 600
     assert jobs["reconcile_payments_job"].queue_name == "billing"
+    assert jobs["resume_stalled_requests_job"].interval == 300
+    assert jobs["resume_stalled_requests_job"].queue_name == "lifecycle"
