@@ -13,10 +13,11 @@ from app.extensions import db
 from app.models import CatalogModel, Purchase
 from app.portal import bp
 from app.portal.forms import BuyCreditsForm, ConfirmPaymentForm
+from app.portal.refunds import account_requests
 from app.services import payments
 from app.services.catalog import price_table
 from app.services.payments import PaymentOutcome, PurchaseError, display_dollars
-from app.services.refunds import refundable_cents_by_purchase
+from app.services.refunds import open_request, refundable_cents_by_purchase
 from app.services.stripe_api import PaymentsNotConfigured, stripe_configured
 
 log = logging.getLogger("onekey.credits")
@@ -216,9 +217,13 @@ def credits_history():
         .where((Purchase.attempts > 0) | (Purchase.status != "pending"))
         .order_by(Purchase.created_at.desc(), Purchase.id.desc())
     ).all()
+    refundable = refundable_cents_by_purchase(current_user.id)
     return render_template(
         "portal/credits_history.html",
         purchases=purchases,
-        refundable=refundable_cents_by_purchase(current_user.id),
+        refundable=refundable,
+        refundable_cents=sum(refundable.values()),
+        open_request=open_request(current_user.id),
+        account_requests=account_requests(current_user.id),
         dollars=display_dollars,
     )

@@ -5,23 +5,32 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 from sqlalchemy import func, select
 
-from app.extensions import db
+from app.extensions import db, login_manager
 from app.models import ApiKey, UsageRecord
 from app.models.types import utcnow
 from app.portal import bp
 from app.portal.forms import CreateKeyForm, EmptyForm
 from app.services import keys as key_service
+from app.services import refunds
 from app.services.catalog import enabled_models
 from app.services.money import AmountError, credits_to_nanos
 
 
 @bp.before_request
-@login_required
-def require_login() -> None:
-    """Every portal page needs a signed-in account."""
+def require_login():
+    """Every portal page needs a signed-in account.
+
+    A fragment asked for after the session ended (a closure carried out, a sign-out elsewhere)
+    reloads its page, which then goes to sign-in, rather than swap the sign-in page into a part.
+    """
+    if current_user.is_authenticated:
+        return None
+    if request.htmx:
+        return "", 401, {"HX-Refresh": "true"}
+    return login_manager.unauthorized()
 
 
 def _base_url() -> str:
@@ -46,6 +55,7 @@ def dashboard():
         base_url=_base_url(),
         now=utcnow(),
         example_model="gpt-4o-mini",
+        closing=refunds.closing_request(current_user.id),
     )
 
 

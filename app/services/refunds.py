@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 import stripe
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.models import Account, AccountRequest, Hold, LedgerEntry, Purchase, RefundPart
@@ -158,11 +159,7 @@ def check_refund_amount(
         available = sum(refundable.values())
         where = "in all"
     if available == 0:
-        raise RefundError(
-            "Nothing is refundable now."
-            if purchase_id is None
-            else ("Nothing of this purchase is refundable now.")
-        )
+        raise RefundError(f"Nothing {'of this purchase ' if purchase_id else ''}is refundable now.")
     if amount_cents > available:
         raise RefundError(f"At most {display_dollars(available)} is refundable now {where}.")
 
@@ -198,8 +195,13 @@ def open_new_request(
             request.hold_id = ledger.reserve_for_refund(account.id, cents_to_nanos(refund_cents)).id
         except ledger.InsufficientCredit:
             raise RefundError("That credit is no longer unused.") from None
-    db.session.add(request)
-    db.session.flush()
+    try:
+        with db.session.begin_nested():
+            db.session.add(request)
+    except IntegrityError:
+        # Another request of this account was made at the same moment (one open at a time); the
+        # caller rolls back, reservation included.
+        raise RefundError("A request of this account is already in progress.") from None
     return request
 
 
@@ -218,6 +220,8 @@ def request_refund(
     """
     if account.is_ended:
         raise RefundError(f"The account is {account.status}.")
+    if amount_cents <= 0:
+        raise RefundError("Enter an amount of at least $0.01.")
     if purchase_id is not None:
         purchase = db.session.get(Purchase, purchase_id)
         if purchase is None or purchase.account_id != account.id:
