@@ -10,6 +10,7 @@ from wtforms.validators import DataRequired, Length, ValidationError
 
 from app.services.accounts import REASON_MAX
 from app.services.money import AmountError, credits_to_nanos
+from app.services.refunds import NOTE_MAX, RefundError, parse_refund_cents
 
 # Digits only (str.isdigit would let other scripts' digits through); the range is the service's.
 WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,9}")
@@ -19,11 +20,80 @@ def _strip(value):
     return value.strip() if value else value
 
 
-class ReasonForm(FlaskForm):
-    reason = TextAreaField(
+def _reason_field(**kwargs) -> TextAreaField:
+    return TextAreaField(
         "Reason (recorded in the audit log)",
         validators=[DataRequired("Give a reason."), Length(max=REASON_MAX)],
         filters=[_strip],
+        **kwargs,
+    )
+
+
+def _customer_message_field(label: str, max_length: int, **kwargs) -> TextAreaField:
+    return TextAreaField(label, validators=[Length(max=max_length)], filters=[_strip], **kwargs)
+
+
+class DollarsField(StringField):
+    """Dollars and whole cents as typed ('12.50', '$20'; empty is 0); `cents` once validated."""
+
+    cents: int | None = None
+
+    def pre_validate(self, form) -> None:
+        try:
+            self.cents = parse_refund_cents(self.data)
+        except RefundError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class ReasonForm(FlaskForm):
+    reason = _reason_field()
+
+
+class StatusChangeForm(ReasonForm):
+    """Suspending or lifting a suspension: the audited reason, and what the customer is told."""
+
+    customer_message = _customer_message_field(
+        "Message to the customer (optional)", REASON_MAX, id="status-customer-message"
+    )
+
+
+class TerminateForm(FlaskForm):
+    reason = _reason_field(id="terminate-reason")
+    customer_message = _customer_message_field(
+        "Message to the customer (optional; in the email that tells them)",
+        NOTE_MAX,
+        id="terminate-customer-message",
+    )
+    refund = DollarsField(
+        "Discretionary refund in dollars", default="0", filters=[_strip], id="terminate-refund"
+    )
+
+
+class AdminRefundForm(FlaskForm):
+    amount = DollarsField(
+        "Amount in dollars",
+        validators=[DataRequired("Enter an amount in dollars, like 12.50.")],
+        filters=[_strip],
+        id="refund-amount",
+    )
+    reason = _reason_field(id="refund-reason")
+
+    def validate_amount(self, field) -> None:
+        if field.cents == 0:
+            raise ValidationError("Enter an amount of at least $0.01.")
+
+
+class ApproveForm(FlaskForm):
+    amount = DollarsField("Refund in dollars", filters=[_strip], id="approve-amount")
+    reason = _reason_field(id="approve-reason")
+
+
+class DenyForm(FlaskForm):
+    reason = _reason_field(id="deny-reason")
+    customer_message = _customer_message_field(
+        "Message to the customer (optional; emailed to them)",
+        NOTE_MAX,
+        id="deny-customer-message",
     )
 
 

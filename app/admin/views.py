@@ -1,4 +1,4 @@
-"""Admin pages: accounts, an account's money and keys, suspension."""
+"""Admin pages: accounts, an account's money and keys, suspension, termination, refunds."""
 
 from __future__ import annotations
 
@@ -7,16 +7,25 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from app.admin import bp
-from app.admin.forms import ReasonForm
+from app.admin.forms import AdminRefundForm, StatusChangeForm, TerminateForm
+from app.admin.refunds import reserved_nanocredits, show_refusal
 from app.extensions import db
-from app.models import Account, ApiKey, AuditLogEntry, LedgerEntry
+from app.models import Account, AccountRequest, ApiKey, AuditLogEntry, LedgerEntry
 from app.models.accounts import ACCOUNT_STATUSES
 from app.models.types import utcnow
 from app.services import accounts as account_service
+from app.services import lifecycle
+from app.services import refunds as refund_service
+from app.services.accounts import AccountError
+from app.services.payments import display_dollars
+from app.services.refunds import RefundError
 from app.services.search import contains
+from app.tasks import lifecycle as lifecycle_tasks
+from app.tasks import mail as mail_tasks
 
 PAGE_SIZE = 50
 SEARCH_MAX = 254
+REQUESTS_SHOWN = 20
 
 
 @bp.get("/")
@@ -63,7 +72,47 @@ def _account_or_404(account_id: int) -> Account:
     return account
 
 
-def _render_account(account: Account, form: ReasonForm | None = None, status: int = 200):
+def _default_forms() -> dict:
+    return {
+        "status": StatusChangeForm(formdata=None),
+        "terminate": TerminateForm(formdata=None),
+        "refund": AdminRefundForm(formdata=None),
+    }
+
+
+def _ending_context(account: Account) -> dict:
+    """What the account's refund and termination forms need: the open request, what is
+    refundable now (30 days) and the most a termination may refund (unused paid credit)."""
+    open_request = refund_service.open_request(account.id)
+    # A termination denies an open request no job has started, giving its reservation back.
+    reserved = 0
+    if open_request is not None and open_request.state != "processing":
+        reserved = reserved_nanocredits(open_request)
+    refundable_now = sum(refund_service.refundable_cents_by_purchase(account.id).values())
+    termination_max = sum(
+        refund_service.refundable_cents_by_purchase(
+            account.id, window=None, reserved_nanocredits=reserved
+        ).values()
+    )
+    return {
+        "open_request": open_request,
+        "refundable_now_cents": refundable_now,
+        "termination_max_cents": termination_max,
+        "can_terminate": (
+            account.status in ("active", "suspended")
+            and account.id != current_user.id
+            and (open_request is None or open_request.kind != "termination")
+        ),
+    }
+
+
+def _render_account(
+    account: Account,
+    forms: dict | None = None,
+    status: int = 200,
+    notice: str | None = None,
+    refusal: str | None = None,
+):
     context = {
         "account": account,
         "keys": db.session.scalars(
@@ -81,12 +130,29 @@ def _render_account(account: Account, form: ReasonForm | None = None, status: in
             .order_by(AuditLogEntry.id.desc())
             .limit(50)
         ).all(),
-        "form": form or ReasonForm(formdata=None),
+        "requests": db.session.scalars(
+            select(AccountRequest)
+            .where(AccountRequest.account_id == account.id)
+            .order_by(AccountRequest.created_at.desc(), AccountRequest.id.desc())
+            .limit(REQUESTS_SHOWN)
+        ).all(),
+        "forms": {**_default_forms(), **(forms or {})},
+        "notice": notice,
+        "refusal": refusal,
         "now": utcnow(),
+        **_ending_context(account),
     }
     if request.htmx and not request.htmx.history_restore_request:
-        return render_template("admin/partials/account_status.html", **context), status
+        # The section that was acted on, and (out of band) the credit and keys it may change.
+        return render_template("admin/partials/account_update.html", oob=True, **context), status
     return render_template("admin/account.html", **context), status
+
+
+def _account_answer(account: Account, message: str):
+    if request.htmx:
+        return _render_account(account, notice=message)
+    flash(message, "success")
+    return redirect(url_for("admin.account", account_id=account.id))
 
 
 @bp.get("/accounts/<int:account_id>")
@@ -96,21 +162,25 @@ def account(account_id: int):
 
 def _change_status(account_id: int, change, done_message: str):
     account = _account_or_404(account_id)
-    form = ReasonForm()
+    form = StatusChangeForm()
     if not form.validate_on_submit():
-        return _render_account(account, form, status=400)
+        return _render_account(account, {"status": form}, status=400)
     try:
-        change(account, reason=form.reason.data, actor_id=current_user.id)
-    except account_service.AccountError as exc:
+        change(
+            account,
+            reason=form.reason.data,
+            actor_id=current_user.id,
+            customer_message=form.customer_message.data,
+        )
+    except AccountError as exc:
         db.session.rollback()
-        for message in exc.errors.values():
-            form.reason.errors = [*form.reason.errors, message]
-        return _render_account(_account_or_404(account_id), form, status=409)
+        for name, message in exc.errors.items():
+            field = form.customer_message if name == "customer_message" else form.reason
+            field.errors = [*field.errors, message]
+        return _render_account(_account_or_404(account_id), {"status": form}, status=409)
     db.session.commit()
-    if request.htmx:
-        return _render_account(account)
-    flash(done_message.format(email=account.email), "success")
-    return redirect(url_for("admin.account", account_id=account.id))
+    mail_tasks.enqueue_status_notice(account_id)
+    return _account_answer(account, done_message.format(email=account.email))
 
 
 @bp.post("/accounts/<int:account_id>/suspend")
@@ -121,3 +191,64 @@ def suspend(account_id: int):
 @bp.post("/accounts/<int:account_id>/unsuspend")
 def unsuspend(account_id: int):
     return _change_status(account_id, account_service.unsuspend, "{email} is active again.")
+
+
+@bp.post("/accounts/<int:account_id>/terminate")
+def terminate(account_id: int):
+    """End the account (Terms §10) with a discretionary refund: keys are revoked at once, the
+    lifecycle job (queued after the commit) refunds, forfeits the rest and ends it."""
+    account = _account_or_404(account_id)
+    form = TerminateForm()
+    if not form.validate_on_submit():
+        db.session.rollback()
+        return _render_account(account, {"terminate": form}, status=400)
+    try:
+        termination = lifecycle.terminate(
+            account,
+            reason=form.reason.data,
+            customer_message=form.customer_message.data,
+            refund_cents=form.refund.cents,
+            actor_id=current_user.id,
+        )
+    except (RefundError, AccountError) as exc:
+        db.session.rollback()
+        refusal = show_refusal(form, exc)
+        return _render_account(account, {"terminate": form}, status=409, refusal=refusal)
+    done = (
+        f"{account.email} is being terminated: its keys are revoked, and request "
+        f"#{termination.id} refunds {display_dollars(termination.amount_cents)} and ends it."
+    )
+    termination_id = termination.id
+    db.session.commit()
+    lifecycle_tasks.enqueue_request(termination_id)
+    return _account_answer(account, done)
+
+
+@bp.post("/accounts/<int:account_id>/refund")
+def refund_account(account_id: int):
+    """Refund unused credit (Terms §4) on the admin's own decision: the customer's path,
+    approved at once; the lifecycle job is queued after the commit."""
+    account = _account_or_404(account_id)
+    form = AdminRefundForm()
+    if not form.validate_on_submit():
+        db.session.rollback()
+        return _render_account(account, {"refund": form}, status=400)
+    try:
+        refund = refund_service.start_admin_refund(
+            account,
+            amount_cents=form.amount.cents,
+            reason=form.reason.data,
+            actor_id=current_user.id,
+        )
+    except (RefundError, AccountError) as exc:
+        db.session.rollback()
+        refusal = show_refusal(form, exc)
+        return _render_account(account, {"refund": form}, status=409, refusal=refusal)
+    done = (
+        f"Request #{refund.id} refunds {display_dollars(refund.amount_cents)} to "
+        f"{account.email}'s card."
+    )
+    refund_id = refund.id
+    db.session.commit()
+    lifecycle_tasks.enqueue_request(refund_id)
+    return _account_answer(account, done)
