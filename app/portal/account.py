@@ -10,10 +10,10 @@ from app.extensions import db
 from app.models import Purchase
 from app.portal import bp
 from app.portal.forms import CloseAccountForm
-from app.portal.refunds import dollars_input, request_context
+from app.portal.refunds import request_context
 from app.services import lifecycle, refunds
 from app.services.accounts import AccountError
-from app.services.payments import cents_to_nanos, display_dollars
+from app.services.payments import cents_to_nanos, display_dollars, plain_dollars
 from app.services.refunds import RefundError
 
 
@@ -51,7 +51,7 @@ def close_account():
     form = CloseAccountForm(formdata=None)
     refundable_cents = sum(refunds.refundable_cents_by_purchase(current_user.id).values())
     if refundable_cents:
-        form.refund.data = dollars_input(refundable_cents)
+        form.refund.data = plain_dollars(refundable_cents)
     return _render_close(form)
 
 

@@ -12,13 +12,8 @@ from app.models import AccountRequest, Purchase
 from app.portal import bp
 from app.portal.forms import RefundRequestForm
 from app.services import refunds
-from app.services.payments import display_dollars
+from app.services.payments import display_dollars, plain_dollars
 from app.services.refunds import RefundError
-
-
-def dollars_input(cents: int) -> str:
-    """Cents as a form field shows them: '12.50', no currency sign and no thousands separator."""
-    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def account_requests(account_id: int) -> list[AccountRequest]:
@@ -87,7 +82,7 @@ def new_refund():
     form = RefundRequestForm(formdata=None)
     available = _refundable_now(purchase)
     if available:
-        form.amount.data = dollars_input(available)
+        form.amount.data = plain_dollars(available)
     return _render_new(form, purchase)
 
 

@@ -92,8 +92,9 @@ def terminate(
     unused paid credit, whatever its age. Keys are revoked at once; the job does the rest.
 
     A refund or closure the customer asked for and no job has started is denied in its favour.
-    Raises AccountError without a reason, RefundError when the account has ended, a refund of it is
-    being made right now, or the refund is more than the unused paid credit.
+    Raises AccountError without a reason, RefundError when the account has ended or is being
+    terminated already, a request of it is being carried out right now, or the refund is more
+    than the unused paid credit.
     """
     reason = clean_reason(reason)
     if account.is_ended:
@@ -104,6 +105,10 @@ def terminate(
     if superseded is not None:
         db.session.refresh(superseded, with_for_update=True)  # a job may be taking it now
     if superseded is not None and superseded.is_open:
+        if superseded.kind == "termination":
+            raise RefundError(
+                f"The account is being terminated already (request #{superseded.id})."
+            )
         if superseded.state == "processing":
             raise RefundError(
                 "A request of this account is being carried out; terminate it when it is done."

@@ -85,5 +85,6 @@ def status_change(account: Account, base: str) -> tuple[str, str]:
             f"\n\nQuestions: {support}"
         )
     return "Your OneKey account is active again", (
-        f"The suspension of your OneKey account has ended; its API keys work again.\n\n{base}/login"
+        "The suspension of your OneKey account has ended; its API keys work again."
+        f"{_shared(account.status_message)}\n\n{base}/login"
     )

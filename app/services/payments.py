@@ -51,6 +51,11 @@ def display_dollars(cents: int) -> str:
     return f"${cents // 100:,}.{cents % 100:02d}"
 
 
+def plain_dollars(cents: int) -> str:
+    """Cents as an amount field shows them: 1250 -> '12.50' (no sign, no separators)."""
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
 def parse_purchase_amount(text: str, *, min_cents: int, max_cents: int) -> int:
     """Dollars as typed ('5', '12.50', '$20') -> cents. Raises PurchaseError with a message."""
     cleaned = (text or "").strip().removeprefix("$").strip()

@@ -243,6 +243,13 @@ def request_refund(
     return request
 
 
+def _lock(request: AccountRequest) -> None:
+    """Re-read the request under a row lock: a job takes an approved request under the same one,
+    so a decision and a run never act on one request at once."""
+    db.session.flush()  # what the caller set on it stays
+    db.session.refresh(request, with_for_update=True)
+
+
 def _decidable(request: AccountRequest, *states: str) -> None:
     if request.state not in ("requested", "failed", *states):
         raise RefundError(f"This request is {request.state}; it cannot be decided now.")
@@ -257,7 +264,17 @@ def approve(
     AccountError for a missing reason) when the request cannot be approved so.
     """
     reason = clean_reason(reason)
+    _lock(request)
     _decidable(request)
+    retry = request.state == "failed"
+    if retry:
+        other = open_request(request.account_id)
+        if other is not None:
+            # One open request per account: this one waits until the other is over.
+            raise RefundError(
+                f"Request #{other.id} of this account is in progress; retry this one when it "
+                "is done."
+            )
     amount = request.requested_cents if amount_cents is None else amount_cents
     if amount < 0 or amount > request.requested_cents:
         raise RefundError(
@@ -267,7 +284,6 @@ def approve(
         raise RefundError("Approve at least $0.01, or deny the request.")
     if amount < request.refunded_cents:
         raise RefundError(f"{display_dollars(request.refunded_cents)} is refunded already.")
-    retry = request.state == "failed"
     to_reserve = cents_to_nanos(amount - request.refunded_cents)
     if retry:
         request.hold_id = None
@@ -306,6 +322,7 @@ def deny(
     """Deny a request, give up on a failed one, or withdraw an approval no job has started on:
     its reservation is released. Raises RefundError when it is no longer open to a decision."""
     reason = clean_reason(reason)
+    _lock(request)
     _decidable(request, "approved")
     release_reservation(request)
     request.state = "denied"
