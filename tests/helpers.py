@@ -54,6 +54,17 @@ class Browser:
         return self.post_form("/dashboard", {}, action="/logout")
 
 
+def sign_in_page(page, email: str, password: str = TEST_PASSWORD) -> None:
+    """Sign in through the form in a Playwright page, landing on the dashboard."""
+    from playwright.sync_api import expect
+
+    page.goto("/login")
+    page.get_by_label("Email", exact=True).fill(email)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("main").get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+
+
 @contextmanager
 def serve_in_thread(app):
     """The app served on 127.0.0.1 on a free port, in a thread of this process; yields its URL."""

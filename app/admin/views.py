@@ -193,62 +193,63 @@ def unsuspend(account_id: int):
     return _change_status(account_id, account_service.unsuspend, "{email} is active again.")
 
 
+def _start_request(account_id: int, name: str, form, start, describe):
+    """Run an admin action that opens an approved request on the account (`start(account, form)`
+    returns it), then queue its job after the commit; a refused form or action changes nothing."""
+    account = _account_or_404(account_id)
+    if not form.validate_on_submit():
+        db.session.rollback()
+        return _render_account(account, {name: form}, status=400)
+    try:
+        account_request = start(account, form)
+    except (RefundError, AccountError) as exc:
+        db.session.rollback()
+        refusal = show_refusal(form, exc)
+        return _render_account(account, {name: form}, status=409, refusal=refusal)
+    done, request_id = describe(account, account_request), account_request.id
+    db.session.commit()
+    lifecycle_tasks.enqueue_request(request_id)
+    return _account_answer(account, done)
+
+
 @bp.post("/accounts/<int:account_id>/terminate")
 def terminate(account_id: int):
     """End the account (Terms §10) with a discretionary refund: keys are revoked at once, the
     lifecycle job (queued after the commit) refunds, forfeits the rest and ends it."""
-    account = _account_or_404(account_id)
-    form = TerminateForm()
-    if not form.validate_on_submit():
-        db.session.rollback()
-        return _render_account(account, {"terminate": form}, status=400)
-    try:
-        termination = lifecycle.terminate(
+    return _start_request(
+        account_id,
+        "terminate",
+        TerminateForm(),
+        lambda account, form: lifecycle.terminate(
             account,
             reason=form.reason.data,
             customer_message=form.customer_message.data,
             refund_cents=form.refund.cents,
             actor_id=current_user.id,
-        )
-    except (RefundError, AccountError) as exc:
-        db.session.rollback()
-        refusal = show_refusal(form, exc)
-        return _render_account(account, {"terminate": form}, status=409, refusal=refusal)
-    done = (
-        f"{account.email} is being terminated: its keys are revoked, and request "
-        f"#{termination.id} refunds {display_dollars(termination.amount_cents)} and ends it."
+        ),
+        lambda account, termination: (
+            f"{account.email} is being terminated: its keys are revoked, and request "
+            f"#{termination.id} refunds {display_dollars(termination.amount_cents)} and ends it."
+        ),
     )
-    termination_id = termination.id
-    db.session.commit()
-    lifecycle_tasks.enqueue_request(termination_id)
-    return _account_answer(account, done)
 
 
 @bp.post("/accounts/<int:account_id>/refund")
 def refund_account(account_id: int):
     """Refund unused credit (Terms §4) on the admin's own decision: the customer's path,
     approved at once; the lifecycle job is queued after the commit."""
-    account = _account_or_404(account_id)
-    form = AdminRefundForm()
-    if not form.validate_on_submit():
-        db.session.rollback()
-        return _render_account(account, {"refund": form}, status=400)
-    try:
-        refund = refund_service.start_admin_refund(
+    return _start_request(
+        account_id,
+        "refund",
+        AdminRefundForm(),
+        lambda account, form: refund_service.start_admin_refund(
             account,
             amount_cents=form.amount.cents,
             reason=form.reason.data,
             actor_id=current_user.id,
-        )
-    except (RefundError, AccountError) as exc:
-        db.session.rollback()
-        refusal = show_refusal(form, exc)
-        return _render_account(account, {"refund": form}, status=409, refusal=refusal)
-    done = (
-        f"Request #{refund.id} refunds {display_dollars(refund.amount_cents)} to "
-        f"{account.email}'s card."
+        ),
+        lambda account, refund: (
+            f"Request #{refund.id} refunds {display_dollars(refund.amount_cents)} to "
+            f"{account.email}'s card."
+        ),
     )
-    refund_id = refund.id
-    db.session.commit()
-    lifecycle_tasks.enqueue_request(refund_id)
-    return _account_answer(account, done)

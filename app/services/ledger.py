@@ -288,14 +288,20 @@ def reserve_for_refund(account_id: int, amount_nanocredits: int) -> Hold:
     return hold
 
 
-def take_from_reservation(hold_id: int, amount_nanocredits: int) -> None:
-    """Move part of a refund reservation out of `held` once that part was refunded (its ledger
-    debit is posted by the caller in the same transaction); the hold is settled when nothing of
-    it is left. Raises ValueError for more than the hold still reserves, or a closed hold."""
+def _open_reservation(hold_id: int) -> Hold:
+    """The refund reservation, locked and read afresh. Raises ValueError unless it is open."""
     db.session.flush()
     hold = db.session.get(Hold, hold_id, with_for_update=True, populate_existing=True)
     if hold is None or hold.status != "open" or hold.purpose != "refund":
         raise ValueError(f"hold {hold_id} is not an open refund reservation")
+    return hold
+
+
+def take_from_reservation(hold_id: int, amount_nanocredits: int) -> None:
+    """Move part of a refund reservation out of `held` once that part was refunded (its ledger
+    debit is posted by the caller in the same transaction); the hold is settled when nothing of
+    it is left. Raises ValueError for more than the hold still reserves, or a closed hold."""
+    hold = _open_reservation(hold_id)
     if not 0 < amount_nanocredits <= hold.amount_nanocredits:
         raise ValueError(
             f"hold {hold_id} reserves {hold.amount_nanocredits}, not {amount_nanocredits}"
@@ -318,10 +324,7 @@ def take_from_reservation(hold_id: int, amount_nanocredits: int) -> None:
 def shrink_reservation(hold_id: int, amount_nanocredits: int) -> None:
     """Give back what of an open refund reservation is above `amount_nanocredits` (an approval of
     less than was asked); releasing the whole of it is `release_hold`."""
-    db.session.flush()
-    hold = db.session.get(Hold, hold_id, with_for_update=True, populate_existing=True)
-    if hold is None or hold.status != "open" or hold.purpose != "refund":
-        raise ValueError(f"hold {hold_id} is not an open refund reservation")
+    hold = _open_reservation(hold_id)
     excess = hold.amount_nanocredits - amount_nanocredits
     if excess < 0 or amount_nanocredits <= 0:
         raise ValueError(

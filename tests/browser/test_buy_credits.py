@@ -3,24 +3,14 @@ balance become 5 once the worker has credited the payment."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from tests.helpers import TEST_PASSWORD
+from tests.helpers import sign_in_page
 from tests.stripe_emulator import CARD_3DS, CARD_OK, run_worker, wait_for_events
 
 pytestmark = pytest.mark.browser
 
 expect = pytest.importorskip("playwright.sync_api").expect
-
-
-def _sign_in(page, email: str) -> None:
-    page.goto("/login")
-    page.get_by_label("Email", exact=True).fill(email)
-    page.get_by_label("Password", exact=True).fill(TEST_PASSWORD)
-    page.get_by_role("main").get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/dashboard$"))
 
 
 def _enter_card(page, number: str) -> None:
@@ -44,7 +34,7 @@ def _buy(page, amount: str) -> None:
 def customer(app, stripe, live_server, make_account, page):
     stripe.register_webhook(f"{live_server}/webhooks/stripe")
     make_account("buyer@example.com")
-    _sign_in(page, "buyer@example.com")
+    sign_in_page(page, "buyer@example.com")
     return page
 
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.helpers import TEST_PASSWORD
+from tests.helpers import sign_in_page
 from tests.stripe_emulator import run_worker
 
 pytestmark = pytest.mark.browser
@@ -16,20 +16,12 @@ pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api").expect
 
 
-def _sign_in(page, email: str) -> None:
-    page.goto("/login")
-    page.get_by_label("Email", exact=True).fill(email)
-    page.get_by_label("Password", exact=True).fill(TEST_PASSWORD)
-    page.get_by_role("main").get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/dashboard$"))
-
-
 def test_request_approve_refund_and_see_it_refunded(app, shop, make_account, new_context):
     shop.buy("5")
     shop.buy("7")
     make_account("admin@example.com", admin=True)
     customer = new_context().new_page()
-    _sign_in(customer, shop.email)
+    sign_in_page(customer, shop.email)
     expect(customer.locator("#balance")).to_contain_text("12.00")
 
     customer.goto("/credits/history")
@@ -43,7 +35,7 @@ def test_request_approve_refund_and_see_it_refunded(app, shop, make_account, new
     request_id = int(customer.url.rsplit("/", 1)[1])
 
     admin = new_context().new_page()
-    _sign_in(admin, "admin@example.com")
+    sign_in_page(admin, "admin@example.com")
     admin.goto("/admin/refunds")
     admin.get_by_role("link", name=re.compile(rf"#{request_id}\b")).first.click()
     expect(admin.locator("#account-request")).to_contain_text("Bought too much.")

@@ -14,15 +14,18 @@ from app.services.payments import apply_payment_succeeded
 CREDIT = 1_000_000_000
 
 
-def credited_purchase(app, account_id: int, cents: int, *, days_ago: float = 0) -> int:
-    """A purchase credited the way the worker credits one, paid `days_ago` days back; its id."""
+def credited_purchase(
+    app, account_id: int, cents: int, *, days_ago: float = 0, intent: str | None = None
+) -> int:
+    """A purchase credited the way the worker credits one, paid `days_ago` days back (by the
+    PaymentIntent `intent`, or one named after it); its id."""
     with app.app_context():
         purchase = Purchase(account_id=account_id, amount_cents=cents, status="pending")
         db.session.add(purchase)
         db.session.flush()
         apply_payment_succeeded(
             {
-                "id": f"pi_test_{purchase.id}",
+                "id": intent or f"pi_test_{purchase.id}",
                 "amount": cents,
                 "currency": "usd",
                 "metadata": {"account_id": str(account_id), "purchase_id": str(purchase.id)},

@@ -8,8 +8,6 @@ The Stripe refunds themselves are made by the job, tested against localstripe in
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from sqlalchemy import func, select
 
@@ -20,7 +18,6 @@ from app.models import (
     ApiKey,
     AuditLogEntry,
     LedgerEntry,
-    Purchase,
     RefundPart,
     UsageRecord,
 )
@@ -29,40 +26,13 @@ from app.services import ledger, lifecycle, refunds
 from app.services.accounts import suspend
 from app.services.keys import create_key
 from tests.helpers import TEST_PASSWORD, Browser
+from tests.web.purchases import credited_purchase
 
 CENT = 10_000_000  # nanocredits
 CREDIT = 100 * CENT
 
 
 # Helpers.
-
-
-def credit_purchase(app, account_id: int, cents: int, *, intent: str, days_ago: int = 0) -> int:
-    """A purchase paid and credited `days_ago` days ago, as the billing worker records one."""
-    paid_at = utcnow() - timedelta(days=days_ago)
-    with app.app_context():
-        purchase = Purchase(
-            account_id=account_id,
-            amount_cents=cents,
-            status="succeeded",
-            attempts=1,
-            stripe_payment_intent_id=intent,
-            created_at=paid_at,
-            succeeded_at=paid_at,
-        )
-        db.session.add(purchase)
-        db.session.flush()
-        entry, _ = ledger.post_entry(
-            account_id=account_id,
-            kind="purchase",
-            amount_nanocredits=cents * CENT,
-            idempotency_key=intent,
-            reference_type="payment_intent",
-            reference_id=intent,
-        )
-        entry.created_at = paid_at
-        db.session.commit()
-        return purchase.id
 
 
 def customer_refund(app, account_id: int, cents: int, *, note: str | None = None) -> int:
@@ -149,7 +119,7 @@ HX = {"HX-Request": "true"}
 def alice(app, make_account):
     """A customer with a $10 purchase of today."""
     account_id = make_account("alice@example.com")
-    credit_purchase(app, account_id, 1_000, intent="pi_alice")
+    credited_purchase(app, account_id, 1_000, intent="pi_alice")
     return account_id
 
 
@@ -169,7 +139,7 @@ ADMIN_PATHS = [
 @pytest.mark.parametrize(("method", "path"), ADMIN_PATHS)
 def test_customers_cannot_see_admin_refunds(app, make_account, method, path):
     customer_id = make_account("customer@example.com")
-    credit_purchase(app, customer_id, 1_000, intent="pi_customer")
+    credited_purchase(app, customer_id, 1_000, intent="pi_customer")
     request_id = customer_refund(app, customer_id, 500)
     assert request_id == 1
     before = state_of(app, request_id, customer_id)
@@ -190,9 +160,9 @@ def test_the_list_shows_every_request_newest_first_with_its_money_and_decision(
     app, admin, alice, make_account
 ):
     bob = make_account("bob@example.com")
-    credit_purchase(app, bob, 2_000, intent="pi_bob")
+    credited_purchase(app, bob, 2_000, intent="pi_bob")
     carol = make_account("carol@example.com")
-    credit_purchase(app, carol, 3_000, intent="pi_carol")
+    credited_purchase(app, carol, 3_000, intent="pi_carol")
     refund_id = customer_refund(app, alice, 750)
     closure_id = customer_closure(app, bob, refund_cents=1_200)
     failed_id = customer_refund(app, carol, 2_500)
@@ -232,9 +202,9 @@ def test_the_list_shows_every_request_newest_first_with_its_money_and_decision(
 
 def test_the_list_filters_by_state_and_kind(app, admin, alice, make_account):
     bob = make_account("bob@example.com")
-    credit_purchase(app, bob, 2_000, intent="pi_bob")
+    credited_purchase(app, bob, 2_000, intent="pi_bob")
     carol = make_account("carol@example.com")
-    credit_purchase(app, carol, 3_000, intent="pi_carol")
+    credited_purchase(app, carol, 3_000, intent="pi_carol")
     customer_refund(app, alice, 750)
     customer_closure(app, bob)
     denied_id = customer_refund(app, carol, 100)
@@ -274,7 +244,7 @@ def test_the_admin_navigation_counts_the_requests_waiting_for_a_decision(
     assert 'href="/admin/refunds"' in page
     assert 'id="requests-waiting"' not in page
     bob = make_account("bob@example.com")
-    credit_purchase(app, bob, 2_000, intent="pi_bob")
+    credited_purchase(app, bob, 2_000, intent="pi_bob")
     customer_refund(app, alice, 500)
     failed_id = customer_refund(app, bob, 500)
     decider = admin_id(app)
@@ -295,8 +265,8 @@ def test_the_admin_navigation_counts_the_requests_waiting_for_a_decision(
 
 def test_the_request_page_shows_the_request_in_full_beside_the_account(app, admin, make_account):
     account_id = make_account("alice@example.com")
-    old = credit_purchase(app, account_id, 2_000, intent="pi_old", days_ago=40)
-    new = credit_purchase(app, account_id, 1_000, intent="pi_new")
+    old = credited_purchase(app, account_id, 2_000, intent="pi_old", days_ago=40)
+    new = credited_purchase(app, account_id, 1_000, intent="pi_new")
     with app.app_context():
         db.session.add(
             UsageRecord(
@@ -583,7 +553,7 @@ def test_a_denial_needs_a_reason(app, admin, alice):
 
 def test_decisions_are_audited(app, admin, alice, make_account):
     bob = make_account("bob@example.com")
-    credit_purchase(app, bob, 2_000, intent="pi_bob")
+    credited_purchase(app, bob, 2_000, intent="pi_bob")
     approved = customer_refund(app, alice, 700)
     denied = customer_refund(app, bob, 500)
     admin.post_form(
@@ -845,7 +815,7 @@ def test_an_admin_refund_is_capped_at_what_is_refundable_now(
 
 def test_credit_older_than_30_days_is_not_refundable_by_an_admin_either(app, admin, make_account):
     account_id = make_account("old@example.com")
-    credit_purchase(app, account_id, 1_000, intent="pi_old", days_ago=31)
+    credited_purchase(app, account_id, 1_000, intent="pi_old", days_ago=31)
     page = admin.get(f"/admin/accounts/{account_id}").get_data(as_text=True)
     assert "Nothing is refundable now" in page
     assert f'action="/admin/accounts/{account_id}/refund"' not in page
@@ -878,7 +848,7 @@ def test_terminate_needs_a_reason(app, admin, alice):
 
 def test_terminate_refund_is_capped_at_unused_paid_credit(app, admin, make_account):
     account_id = make_account("mallory@example.com")
-    credit_purchase(app, account_id, 1_000, intent="pi_old", days_ago=40)
+    credited_purchase(app, account_id, 1_000, intent="pi_old", days_ago=40)
     with app.app_context():
         # Granted credit is never paid out: the unused paid credit stays $10.00.
         ledger.grant_credits(account_id, 3 * CREDIT, note="welcome", idempotency_key="g1")
