@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import socket
 import subprocess
 import sys
@@ -22,7 +23,10 @@ import requests
 
 SECRET_KEY = "sk_test_onekey"
 PUBLISHABLE_KEY = "pk_test_onekey"
-WEBHOOK_SECRET = "whsec_onekey_tests"
+# The webhook secret changes with every reset: a delivery that localstripe made late for an
+# earlier test (it runs slower under load) fails the signature check of the next one instead of
+# crediting its purchase (ids restart with every test).
+_webhook_secret = ["whsec_onekey_tests"]
 # localstripe sends each webhook this long after the event (localstripe/webhooks.py).
 WEBHOOK_DELAY_SECONDS = 1
 WEBHOOK_EVENTS = [
@@ -89,6 +93,7 @@ class StripeEmulator:
 
     def reset(self) -> None:
         requests.delete(f"{self.url}/_config/data", timeout=5).raise_for_status()
+        _webhook_secret[0] = f"whsec_{secrets.token_hex(16)}"
         # Nowhere to deliver until a test says where.
         self.register_webhook(UNDELIVERABLE)
 
@@ -96,7 +101,7 @@ class StripeEmulator:
         self.delivered_to_app = url != UNDELIVERABLE
         response = requests.post(
             f"{self.url}/_config/webhooks/onekey",
-            json={"url": url, "secret": WEBHOOK_SECRET, "events": WEBHOOK_EVENTS},
+            json={"url": url, "secret": webhook_secret(), "events": WEBHOOK_EVENTS},
             timeout=5,
         )
         response.raise_for_status()
@@ -158,8 +163,15 @@ class StripeJs:
         return response.json()
 
 
-def sign(payload: bytes, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
-    """A Stripe-Signature header for a payload, as Stripe computes it."""
+def webhook_secret() -> str:
+    """The secret localstripe signs its webhooks with now (and the app checks them with)."""
+    return _webhook_secret[0]
+
+
+def sign(payload: bytes, *, secret: str | None = None, timestamp: int | None = None) -> str:
+    """A Stripe-Signature header for a payload, as Stripe computes it (with the current secret
+    unless told otherwise)."""
+    secret = secret or webhook_secret()
     timestamp = int(time.time()) if timestamp is None else timestamp
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256)
     return f"t={timestamp},v1={mac.hexdigest()}"
@@ -250,7 +262,7 @@ def stripe(app, stripe_emulator):
     app.config.update(
         STRIPE_SECRET_KEY=SECRET_KEY,
         STRIPE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        STRIPE_WEBHOOK_SECRET=webhook_secret(),
         STRIPE_API_BASE=stripe_emulator.url,
         STRIPE_JS_URL=stripe_emulator.js_url,
     )
