@@ -16,7 +16,11 @@ from app import create_app
 from app.extensions import db
 from app.tasks import QUEUES
 from app.tasks.lifecycle import STALLED_SWEEP_INTERVAL_SECONDS, resume_stalled_requests_job
-from app.tasks.maintenance import expire_holds_job
+from app.tasks.maintenance import (
+    ORPHAN_SWEEP_INTERVAL_SECONDS,
+    expire_holds_job,
+    release_orphaned_holds_job,
+)
 from app.tasks.stripe_events import RECONCILE_INTERVAL_SECONDS, reconcile_payments_job
 
 log = logging.getLogger("onekey.worker")
@@ -54,6 +58,12 @@ def wait_for_redis(connection, timeout: float = 30.0) -> None:
 
 def register_cron_jobs(scheduler: CronScheduler) -> None:
     scheduler.register(expire_holds_job, queue_name="default", interval=60, job_timeout=300)
+    scheduler.register(
+        release_orphaned_holds_job,
+        queue_name="default",
+        interval=ORPHAN_SWEEP_INTERVAL_SECONDS,
+        job_timeout=60,
+    )
     scheduler.register(
         reconcile_payments_job,
         queue_name="billing",

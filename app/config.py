@@ -64,6 +64,10 @@ class Config:
     # changed per-minute limit applies within this time (revocation, suspension and the allow-list
     # apply on the very next request: the hold statement checks them).
     KEY_CACHE_SECONDS = _int("KEY_CACHE_SECONDS", 60)
+    # Each web process refreshes its key in Redis this often, and a key lives this long: a process
+    # missing for a TTL at two sweeps is dead, and its holds are released (app/heartbeat.py).
+    HEARTBEAT_INTERVAL_SECONDS = _int("HEARTBEAT_INTERVAL_SECONDS", 10)
+    HEARTBEAT_TTL_SECONDS = _int("HEARTBEAT_TTL_SECONDS", 30)
     # A comment line this often while a started stream waits on its provider (not on /gemini).
     SSE_KEEPALIVE_SECONDS = _int("SSE_KEEPALIVE_SECONDS", 15)
 

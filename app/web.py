@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -10,6 +9,7 @@ from flask import Flask, g, render_template
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
+from app import heartbeat
 from app.config import TERMS_VERSION
 from app.extensions import db, login_manager
 from app.models import Account
@@ -68,8 +68,13 @@ def register_web_hooks(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
         # Always ours: the id keys a request's slot in the per-account concurrency limit, so a
-        # client-chosen one would let every request share one slot.
-        g.request_id = secrets.token_hex(12)
+        # client-chosen one would let every request share one slot. It names this process, so the
+        # holds of a process that died are found (app/heartbeat.py).
+        g.request_id = heartbeat.new_request_id(
+            app.extensions["onekey_redis"],
+            app.config["HEARTBEAT_INTERVAL_SECONDS"],
+            app.config["HEARTBEAT_TTL_SECONDS"],
+        )
 
     @app.after_request
     def security_headers(response):

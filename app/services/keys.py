@@ -99,10 +99,3 @@ def revoke_key(key: ApiKey) -> bool:
     key.revoked_at = utcnow()
     db.session.flush()
     return True
-
-
-def find_key(plaintext: str) -> ApiKey | None:
-    """The key a client presented, by its hash; None for anything unknown or malformed."""
-    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) != len(KEY_PREFIX) + 43:
-        return None
-    return db.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext)))

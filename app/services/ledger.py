@@ -372,13 +372,31 @@ def expire_holds(now: datetime | None = None) -> int:
     due = db.session.scalars(
         select(Hold.id).where(Hold.status == "open", Hold.expires_at < now).order_by(Hold.id)
     ).all()
+    return release_as_expired(due)
+
+
+def release_as_expired(hold_ids) -> int:
+    """Release these holds, still open, as expired (a late settlement still debits); returns how
+    many were released here."""
     expired = 0
-    for hold_id in due:
+    for hold_id in hold_ids:
         hold = _claim_hold(hold_id, "open", "expired")
         if hold is not None:
             _release_reservation(hold)
             expired += 1
     return expired
+
+
+def open_request_holds_placed_before(moment: datetime) -> list[tuple[int, str | None]]:
+    """(id, request id) of every request's hold still open that was placed before `moment`."""
+    return [
+        tuple(row)
+        for row in db.session.execute(
+            select(Hold.id, Hold.request_id)
+            .where(Hold.status == "open", Hold.purpose == "request", Hold.created_at < moment)
+            .order_by(Hold.id)
+        )
+    ]
 
 
 def flag_if_negative(account_id: int) -> None:

@@ -51,7 +51,7 @@ def test_worker_process_runs_the_expire_holds_job(app, make_account):
         assert db.session.get(Account, account_id).held_nanocredits == 0
 
 
-def test_cron_registers_the_hold_expiry_the_reconciliation_and_the_stalled_request_sweep(app):
+def test_cron_registers_the_hold_sweeps_the_reconciliation_and_the_stalled_request_sweep(app):
     from rq.cron import CronScheduler
 
     from worker import register_cron_jobs
@@ -64,3 +64,4 @@ def test_cron_registers_the_hold_expiry_the_reconciliation_and_the_stalled_reque
     assert jobs["reconcile_payments_job"].queue_name == "billing"
     assert jobs["resume_stalled_requests_job"].interval == 300
     assert jobs["resume_stalled_requests_job"].queue_name == "lifecycle"
+    assert jobs["release_orphaned_holds_job"].interval == 30
