@@ -423,8 +423,16 @@ def next_part(request: AccountRequest) -> RefundPart | None:
     return part
 
 
-def issue_part(part: RefundPart) -> dict:
-    """The Stripe refund of a part: the one an earlier run made, if Stripe has it, else a new one.
+def may_make(part: RefundPart) -> bool:
+    """Whether the part still fits what is approved: a part left pending by a failed run, then
+    approved again for less, is only looked up, never made."""
+    request = part.request
+    return part.amount_cents <= request.amount_cents - request.refunded_cents
+
+
+def issue_part(part: RefundPart) -> dict | None:
+    """The Stripe refund of a part: the one an earlier run made, if Stripe has it, else a new one
+    (None, and nothing made, when the part no longer fits the approval: see `may_make`).
 
     Raises stripe.StripeError.
     """
@@ -435,6 +443,8 @@ def issue_part(part: RefundPart) -> dict:
         metadata = as_dict(refund).get("metadata") or {}
         if metadata.get("refund_part") == str(part.id):
             return as_dict(refund)
+    if not may_make(part):
+        return None
     refund = client.v1.refunds.create(
         params={
             "payment_intent": intent_id,
@@ -464,11 +474,18 @@ def record_part(part: RefundPart, refund: dict) -> None:
     part.error = None
     part.finished_at = utcnow()
     request.refunded_cents += amount
-    if request.hold_id is not None:
-        hold = db.session.get(Hold, request.hold_id)
-        ledger.take_from_reservation(
-            request.hold_id, min(cents_to_nanos(amount), hold.amount_nanocredits)
-        )
+    hold = db.session.get(Hold, request.hold_id) if request.hold_id is not None else None
+    if hold is not None and hold.status == "open":
+        # A refund found after an approval of less than it may exceed what is still reserved.
+        ledger.take_from_reservation(hold.id, min(cents_to_nanos(amount), hold.amount_nanocredits))
+    db.session.flush()
+
+
+def drop_part(part: RefundPart) -> None:
+    """A pending part Stripe never made, and that no longer fits the approval: it is not made."""
+    part.state = "failed"
+    part.error = "not made: the request was approved again for less"
+    part.finished_at = utcnow()
     db.session.flush()
 
 

@@ -80,7 +80,10 @@ def _carry_out(request: AccountRequest) -> str:
             )
             db.session.commit()
             return "failed"
-        refunds.record_part(part, refund)
+        if refund is None:
+            refunds.drop_part(part)
+        else:
+            refunds.record_part(part, refund)
         db.session.commit()
     if request.kind == "refund":
         refunds.finish(request)

@@ -343,3 +343,27 @@ def test_grants_are_never_paid_out(app, desk):
     with pytest.raises(RefundError, match="Nothing is refundable now"):
         _request(desk, 100)
     assert _refund_entries(app) == []
+
+
+def test_a_retry_for_less_looks_up_the_pending_part_but_never_makes_it(app, desk):
+    purchase_id = desk.shop.buy("5")
+    request_id = _request(desk, 500)
+    _approve(desk, request_id)
+    api_base = app.config["STRIPE_API_BASE"]
+    app.config["STRIPE_API_BASE"] = "http://127.0.0.1:9"  # Stripe unreachable: outcome unknown
+    try:
+        desk.work()
+    finally:
+        app.config["STRIPE_API_BASE"] = api_base
+    assert [part.state for part in desk.request(request_id).parts] == ["pending"]
+    _approve(desk, request_id, cents=200, reason="only part of it, after all")
+    desk.work()
+    request = desk.request(request_id)
+    assert request.state == "done" and request.refunded_cents == 200
+    assert [(p.attempt, p.amount_cents, p.state) for p in request.parts] == [
+        (1, 500, "failed"),
+        (2, 200, "done"),
+    ]
+    assert [r["amount"] for r in _stripe_refunds(desk, purchase_id)] == [200]
+    assert desk.account().balance_nanocredits == 3 * CREDIT
+    desk.books_balance()
