@@ -83,6 +83,12 @@ class Processes:
         return process
 
     def stop(self, process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 40):
+        if process.poll() is not None:
+            # the leader is gone (killed -9): what it forked may live on in its group (the RQ
+            # worker's scheduler process does)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            return
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, sig)
