@@ -171,6 +171,8 @@ def stream_response(
                         # Within the graceful stop: what is not read by then stays partial.
                         _drain(chunks, relay, read_timeout, SHUTDOWN_DRAIN_SECONDS)
                 hang_up(response, reader_done)
+                if not completed and outcome in ("client_disconnect", "shutdown"):
+                    _feed_buffered(chunks, relay)
             finally:
                 settle(app, exchange, relay, "ok")
 
@@ -203,6 +205,22 @@ def hang_up(response: UpstreamResponse, reader_done: threading.Event) -> None:
         response.close()
     except (OSError, RuntimeError):
         log.warning("upstream connection did not close cleanly", exc_info=True)
+
+
+def _feed_buffered(chunks: queue.SimpleQueue, relay: Relay) -> None:
+    """Give the relay what the reader had already read when the stream was left: the provider
+    generated it (its final counts may be among it), so it is proven and billed."""
+    while True:
+        try:
+            item = chunks.get_nowait()
+        except queue.Empty:
+            return
+        if item is None:
+            relay.end()
+            return
+        if isinstance(item, Exception):
+            return
+        relay.feed(item)
 
 
 def _drain(

@@ -7,10 +7,11 @@ must get the same frames, and metering the same counts, whatever the cuts.
 from __future__ import annotations
 
 import json
+import queue
 
 import pytest
 
-from app.proxy import anthropic, gemini, openai
+from app.proxy import anthropic, gemini, openai, streaming
 from app.proxy.errors import ProxyError
 from app.proxy.metering import PricedModel
 from app.proxy.relay import BaseRelay
@@ -359,6 +360,32 @@ def test_messages_counts_before_the_end_are_not_complete():
     raw = messages_stream()
     relay = anthropic.MessagesRelay(CLAUDE)
     relay.feed(raw[: raw.index(b"event: message_delta")])
+    assert relay.usage.output == 1 and not relay.usage_complete and not relay.finished
+
+
+def test_what_the_reader_had_read_when_the_client_left_is_billed():
+    """The client went away with the provider's final counts already read from upstream (found by
+    the chaos soak: such a stream was billed as partial, below the provider's report)."""
+    raw = messages_stream()
+    cut = raw.index(b"event: content_block_delta")
+    relay = anthropic.MessagesRelay(CLAUDE)
+    relay.feed(raw[:cut])  # what reached the client before it left
+    buffered: queue.SimpleQueue = queue.SimpleQueue()
+    buffered.put(raw[cut:])
+    buffered.put(None)
+    streaming._feed_buffered(buffered, relay)
+    assert relay.usage_complete and relay.finished
+    assert relay.usage.input == 11 and relay.usage.output == 6
+
+
+def test_nothing_after_a_broken_upstream_is_fed():
+    raw = messages_stream()
+    cut = raw.index(b"event: message_delta")
+    relay = anthropic.MessagesRelay(CLAUDE)
+    buffered: queue.SimpleQueue = queue.SimpleQueue()
+    for item in (raw[:cut], ConnectionError("reset"), raw[cut:], None):
+        buffered.put(item)
+    streaming._feed_buffered(buffered, relay)
     assert relay.usage.output == 1 and not relay.usage_complete and not relay.finished
 
 
