@@ -95,6 +95,8 @@ class Config:
     SIGNUP_NOTICE_WINDOW_SECONDS = _int("SIGNUP_NOTICE_WINDOW_SECONDS", 3600)
 
     SESSION_COOKIE_NAME = "onekey_session"
+    # The cookie's lifetime slides with each request; this one does not: a sign-in lasts this long.
+    SESSION_ABSOLUTE_LIFETIME_SECONDS = _int("SESSION_ABSOLUTE_LIFETIME_SECONDS", 7 * 24 * 3600)
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True

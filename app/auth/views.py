@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, logout_user
 
 from app.auth import bp
 from app.auth.forms import (
@@ -18,6 +18,7 @@ from app.auth.forms import (
 from app.extensions import db, get_redis
 from app.services import accounts, throttle
 from app.tasks.mail import enqueue_password_reset, enqueue_signup_attempt_notice
+from app.web import start_session
 
 SIGN_IN_FAILED = "That email and password do not match an account."
 # The same whether or not the address has an account; its owner is told by email instead.
@@ -30,13 +31,6 @@ TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Try again in {minutes} minutes."
 
 def _client_address() -> str:
     return request.remote_addr or "unknown"
-
-
-def _start_session(account) -> None:
-    # A fresh session on every sign-in: nothing from before sign-in carries over (fixation).
-    session.clear()
-    login_user(account)
-    session.permanent = True
 
 
 def _form_errors(form, errors: dict[str, str]) -> None:
@@ -79,7 +73,7 @@ def signup():
             _form_errors(form, exc.errors)
         else:
             db.session.commit()
-            _start_session(account)
+            start_session(account)
             flash("Welcome to OneKey. Create an API key to get started.", "success")
             return redirect(url_for("portal.dashboard"))
     status = 400 if form.is_submitted() else 200
@@ -116,7 +110,7 @@ def login():
         if account.is_ended:
             flash(f"This account is {account.status}: it cannot sign in.", "error")
             return render_template("auth/login.html", form=form), 403
-        _start_session(account)
+        start_session(account)
         return redirect(_safe_next(request.args.get("next")) or url_for("portal.dashboard"))
     status = 400 if form.is_submitted() else 200
     return render_template("auth/login.html", form=form), status
@@ -134,6 +128,10 @@ def _safe_next(target: str | None) -> str | None:
 
 @bp.post("/logout")
 def logout():
+    # Every session of the account ends, a copied cookie's too: the cookie is signed, not stored.
+    if current_user.is_authenticated:
+        accounts.end_sessions(current_user._get_current_object())
+        db.session.commit()
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
@@ -209,7 +207,7 @@ def change_password():
         else:
             db.session.commit()
             # Other sessions ended with the new session version; this one carries on.
-            _start_session(current_user._get_current_object())
+            start_session(current_user._get_current_object())
             flash("Your password is changed. Your other sessions are signed out.", "success")
             return redirect(url_for("portal.dashboard"))
     status = 400 if form.is_submitted() else 200

@@ -178,6 +178,11 @@ def set_password(account: Account, new_password: str) -> None:
     if problem:
         raise AccountError({"password": problem})
     account.password_hash = generate_password_hash(new_password)
+    end_sessions(account)
+
+
+def end_sessions(account: Account) -> None:
+    """End every session of the account: the session version in their login ids is outdated."""
     account.session_version += 1
     db.session.flush()
 
@@ -291,8 +296,7 @@ def _change_status(
     account.status = status
     account.status_reason = reason
     account.status_changed_at = utcnow()
-    account.session_version += 1
-    db.session.flush()
+    end_sessions(account)
     record_audit(
         actor_id=actor_id,
         action=action,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy import func, select
+
 from app.extensions import db, get_queue
-from app.models import Account
+from app.models import Account, ApiKey
 from tests.helpers import TEST_PASSWORD, csrf_token_from
 
 SIGN_IN_FAILED = "That email and password do not match an account."
@@ -17,6 +19,54 @@ def test_login_and_logout(browser, make_account):
     assert response.status_code == 302
     assert browser.get("/dashboard").status_code == 200
     assert browser.logout().status_code == 302
+    assert browser.get("/dashboard").status_code == 302
+
+
+def test_logout_ends_the_session_for_a_copied_cookie_too(app, browser, make_account):
+    make_account("user@example.com")
+    browser.login("user@example.com")
+    token = csrf_token_from(browser.get("/keys").get_data(as_text=True))
+    name = app.config["SESSION_COOKIE_NAME"]
+    copied = browser.client.get_cookie(name).value
+    assert browser.logout().status_code == 302
+    replayed = app.test_client()
+    replayed.set_cookie(name, copied)
+    assert replayed.get("/keys").status_code == 302
+    response = replayed.post("/keys", data={"csrf_token": token, "name": "stolen"})
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ApiKey)) == 0
+
+
+def test_logout_ends_the_accounts_other_sessions(app, make_account):
+    from tests.helpers import Browser
+
+    make_account("user@example.com")
+    first, second = Browser(app.test_client()), Browser(app.test_client())
+    first.login("user@example.com")
+    second.login("user@example.com")
+    first.logout()
+    assert second.get("/dashboard").status_code == 302
+
+
+def test_a_session_ends_at_its_absolute_lifetime_however_active(app, browser, make_account):
+    make_account("user@example.com")
+    browser.login("user@example.com")
+    lifetime = app.config["SESSION_ABSOLUTE_LIFETIME_SECONDS"]
+    with browser.client.session_transaction() as session:
+        session["signed_in_at"] -= lifetime - 60
+    assert browser.get("/dashboard").status_code == 200
+    with browser.client.session_transaction() as session:
+        session["signed_in_at"] -= 120
+    response = browser.get("/dashboard")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_a_session_without_a_sign_in_time_is_signed_out(browser, make_account):
+    make_account("user@example.com")
+    browser.login("user@example.com")
+    with browser.client.session_transaction() as session:
+        session.pop("signed_in_at", None)
     assert browser.get("/dashboard").status_code == 302
 
 
