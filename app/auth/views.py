@@ -88,7 +88,8 @@ def login():
     if form.validate_on_submit():
         config = current_app.config
         redis = get_redis()
-        email = form.email.data.strip().lower()
+        # Throttled under the address the account is found by: every spelling of it counts alike.
+        email = accounts.throttle_email(form.email.data)
         address = _client_address()
         wait = max(
             throttle.is_throttled(redis, "login-ip", address, config["LOGIN_MAX_FAILURES_PER_IP"]),

@@ -88,6 +88,16 @@ def normalise_email(raw: str) -> str:
     return checked.normalized.lower()
 
 
+def throttle_email(raw: str) -> str:
+    """The address that sign-in attempts are counted under: the normalised one, so that
+    `bob@ｅxample.com` (fullwidth e) counts as `bob@example.com`; a malformed address, which no
+    account has, counts as typed, lower-cased."""
+    try:
+        return normalise_email(raw)
+    except AccountError:
+        return (raw or "").strip().lower()
+
+
 def password_problem(password: str, email: str = "") -> str | None:
     """Why a password is too weak, or None."""
     if not password:

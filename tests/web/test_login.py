@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db, get_queue
@@ -90,6 +91,23 @@ def test_login_is_throttled_per_account(app, browser, make_account):
     assert int(response.headers["Retry-After"]) > 0
     assert "Too many sign-in attempts" in response.get_data(as_text=True)
     assert browser.get("/dashboard").status_code == 302
+
+
+@pytest.mark.parametrize("spelling", ["bob@ｅxample.com", " BOB@Example.COM", "bob@EXAMPLE.com"])
+def test_login_throttle_counts_every_spelling_of_an_address(app, browser, make_account, spelling):
+    """The throttle keys on the address the account is found by, not on what was typed."""
+    make_account("bob@example.com")
+    for _ in range(app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]):
+        assert browser.login("bob@example.com", "wrong password!").status_code == 401
+    assert browser.login(spelling).status_code == 429
+    assert browser.get("/dashboard").status_code == 302
+
+
+def test_login_throttle_counts_failures_under_any_spelling(app, browser, make_account):
+    make_account("bob@example.com")
+    for _ in range(app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]):
+        assert browser.login("bob@ｅxample.com", "wrong password!").status_code == 401
+    assert browser.login("bob@example.com").status_code == 429
 
 
 def test_login_is_throttled_per_address(app, browser, make_account):
@@ -240,6 +258,16 @@ def test_password_reset_mail_is_limited_per_address(app, browser, make_account):
         # Past the limit the answer is the same; only the mail stops.
         assert response.status_code == 200
         assert RESET_SENT in response.get_data(as_text=True)
+    with app.app_context():
+        assert get_queue("default").count == limit
+
+
+def test_password_reset_mail_limit_counts_every_spelling_of_an_address(app, browser, make_account):
+    make_account("bob@example.com")
+    limit = app.config["PASSWORD_RESET_MAX_PER_EMAIL"]
+    spellings = ["bob@example.com", "bob@ｅxample.com", " BOB@Example.COM"]
+    for n in range(limit + 2):
+        browser.post_form("/password/forgot", {"email": spellings[n % len(spellings)]})
     with app.app_context():
         assert get_queue("default").count == limit
 
