@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
@@ -27,6 +28,8 @@ SIGNUP_REFUSED = (
     "If you already have one, sign in or reset your password."
 )
 TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Try again in {minutes} minutes."
+# One slash, then printable ASCII (`!` to `~`) but a backslash, and never a second slash first.
+_CLEAN_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
 
 
 def _client_address() -> str:
@@ -118,11 +121,16 @@ def login():
 
 
 def _safe_next(target: str | None) -> str | None:
-    """Only a path on this site; never an open redirect."""
-    if not target:
+    """Only a clean path on this site, else None: never an open redirect, never a broken header.
+
+    A clean path starts with one slash and holds printable ASCII only: no control characters
+    (CR LF would split the Location header), no spaces, and no backslashes, which browsers read
+    as slashes (`/\\evil.example` is `//evil.example` to them).
+    """
+    if not target or not _CLEAN_PATH.fullmatch(target):
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if parts.scheme or parts.netloc:
         return None
     return target
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import func, select
@@ -158,6 +159,58 @@ def test_open_redirect_after_login_is_ignored(browser, make_account):
         action="/login?next=https://evil.example/",
     )
     assert response.headers["Location"] == "/dashboard"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\r\nX-Injected: 1",
+        "/keys\nX-Injected: 1",
+        "/\x00",
+        "/\tkeys",
+        "/ keys",
+        "/\\evil.example",
+        "/\\/evil.example",
+        "//evil.example",
+        "///evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "keys",
+        "/k\u00e9ys",
+        "/\u2028",
+    ],
+)
+def test_next_after_login_is_only_a_clean_path_on_this_site(browser, make_account, target):
+    make_account("user@example.com")
+    response = browser.post_form(
+        "/login",
+        {"email": "user@example.com", "password": TEST_PASSWORD},
+        action="/login?" + urlencode({"next": target}),
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/dashboard"
+    assert "X-Injected" not in response.headers
+
+
+def test_the_injected_header_url_of_the_attack_signs_in_to_the_dashboard(browser, make_account):
+    make_account("user@example.com")
+    response = browser.post_form(
+        "/login",
+        {"email": "user@example.com", "password": TEST_PASSWORD},
+        action="/login?next=/%0d%0aX-Injected:%201",
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/dashboard"
+
+
+def test_next_after_login_keeps_a_path_with_its_query(browser, make_account):
+    make_account("user@example.com")
+    response = browser.post_form(
+        "/login",
+        {"email": "user@example.com", "password": TEST_PASSWORD},
+        action="/login?" + urlencode({"next": "/usage?page=2&model=gpt-4o-mini%2B"}),
+    )
+    assert response.headers["Location"] == "/usage?page=2&model=gpt-4o-mini%2B"
 
 
 def test_logout_needs_csrf(client, browser, make_account):
