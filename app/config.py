@@ -101,6 +101,8 @@ class Config:
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True
     REMEMBER_COOKIE_SAMESITE = "Lax"
+    # Sent with every answer where set: production only, since development serves plain HTTP.
+    STRICT_TRANSPORT_SECURITY = ""
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session that carries it
     SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict] = {}
     # Per web or worker process (PostgreSQL only).
@@ -124,6 +126,7 @@ class ProductionConfig(Config):
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_SECURE = True
     PREFERRED_URL_SCHEME = "https"
+    STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
 
 
 def config_for_environment() -> type[Config]:
