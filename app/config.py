@@ -10,8 +10,6 @@ from typing import ClassVar
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_PATH = Path(os.environ.get("ONEKEY_INSTANCE_PATH", PROJECT_ROOT / "instance"))
 
-TERMS_VERSION = "2026-02-19"
-
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)

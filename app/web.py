@@ -11,10 +11,10 @@ from flask import Flask, current_app, g, render_template, session
 from flask_login import current_user, login_user
 from flask_wtf.csrf import CSRFError
 
-from app.config import TERMS_VERSION
 from app.extensions import db, login_manager
 from app.models import Account
 from app.services.money import display_credits
+from app.services.terms import current_terms_version
 
 # Pages load scripts and styles only from this origin (plus Stripe.js where a page needs it).
 CONTENT_SECURITY_POLICY = (
@@ -146,7 +146,7 @@ def register_web_hooks(app: Flask) -> None:
     def template_globals():
         return {
             "support_email": app.config["SUPPORT_EMAIL"],
-            "terms_version": TERMS_VERSION,
+            "terms_version": current_terms_version(),
             "now": datetime.now,
         }
 

@@ -8,10 +8,10 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.config import TERMS_VERSION
 from app.extensions import db
 from app.models import Account, AuditLogEntry
 from app.models.types import utcnow
+from app.services.terms import current_terms_version
 
 EMAIL_MAX = 254
 PASSWORD_MIN = 10
@@ -151,7 +151,7 @@ def register(
         password_hash=generate_password_hash(password),
         is_admin=is_admin,
         status="active",
-        terms_version=TERMS_VERSION,
+        terms_version=current_terms_version(),
         terms_accepted_at=now,
         age_attested_at=now,
     )
