@@ -10,6 +10,7 @@ from flask_login import current_user, login_required, logout_user
 
 from app.auth import bp
 from app.auth.forms import (
+    AcceptTermsForm,
     ChangePasswordForm,
     ForgotPasswordForm,
     LoginForm,
@@ -18,6 +19,7 @@ from app.auth.forms import (
 )
 from app.extensions import db, get_redis
 from app.services import accounts, throttle
+from app.services.terms import SUPPORT_EMAIL_MARKER, load_terms
 from app.tasks.mail import enqueue_password_reset, enqueue_signup_attempt_notice
 from app.web import start_session
 
@@ -115,7 +117,10 @@ def login():
             flash(f"This account is {account.status}: it cannot sign in.", "error")
             return render_template("auth/login.html", form=form), 403
         start_session(account)
-        return redirect(_safe_next(request.args.get("next")) or url_for("portal.dashboard"))
+        next_page = _safe_next(request.args.get("next"))
+        if accounts.needs_terms_acceptance(account):
+            return redirect(url_for("auth.accept_terms", next=next_page))
+        return redirect(next_page or url_for("portal.dashboard"))
     status = 400 if form.is_submitted() else 200
     return render_template("auth/login.html", form=form), status
 
@@ -133,6 +138,34 @@ def _safe_next(target: str | None) -> str | None:
     if parts.scheme or parts.netloc:
         return None
     return target
+
+
+@bp.route("/terms/accept", methods=["GET", "POST"])
+@login_required
+def accept_terms():
+    """Changed Terms, shown in full at the next sign-in; the portal waits until they are accepted
+    (the API does not)."""
+    next_page = _safe_next(request.args.get("next")) or url_for("portal.dashboard")
+    if not accounts.needs_terms_acceptance(current_user):
+        return redirect(next_page)
+    form = AcceptTermsForm()
+    status = 400 if form.is_submitted() else 200
+    if form.validate_on_submit():
+        try:
+            accounts.accept_terms(current_user, form.version.data)
+        except accounts.AccountError as exc:
+            db.session.rollback()
+            form.form_errors.extend(exc.errors.values())
+            status = 409
+        else:
+            db.session.commit()
+            flash("Thank you for accepting the Terms of Service.", "success")
+            return redirect(next_page)
+    terms = load_terms()
+    form.version.data = terms.version  # what this page shows is what its form accepts
+    return render_template(
+        "auth/accept_terms.html", form=form, terms=terms, support_marker=SUPPORT_EMAIL_MARKER
+    ), status
 
 
 @bp.post("/logout")

@@ -160,6 +160,26 @@ def register(
     return account
 
 
+def needs_terms_acceptance(account: Account) -> bool:
+    """True when the account accepted other Terms than those in force: they changed since."""
+    return account.terms_version != current_terms_version()
+
+
+def accept_terms(account: Account, version: str) -> None:
+    """Record that the account accepts the Terms of `version`, now.
+
+    Raises AccountError (field "version") when `version` is not the one in force: the Terms
+    changed after they were shown.
+    """
+    if version != current_terms_version():
+        raise AccountError(
+            {"version": "The Terms changed while you were reading them: read these and accept."}
+        )
+    account.terms_version = version
+    account.terms_accepted_at = utcnow()
+    db.session.flush()
+
+
 def authenticate(email: str, password: str) -> Account | None:
     """The account if the password matches; the same work is done for unknown addresses."""
     try:
