@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import INSTANCE_PATH, PROJECT_ROOT, Config, config_for_environment, instance_secret
 from app.extensions import csrf, db, htmx, login_manager, migrate
+from app.services.terms import load_terms
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 log = logging.getLogger("onekey.app")
@@ -34,6 +35,8 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
         app.config.update(config or {})
     _resolve_secrets(app)
     _check_public_base_url(app)
+    # Every page shows the Terms version: a content file it cannot be read from stops the start.
+    load_terms()
     _configure_database(app)
     _configure_logging(app)
 
