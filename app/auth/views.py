@@ -152,7 +152,7 @@ def accept_terms():
     status = 400 if form.is_submitted() else 200
     if form.validate_on_submit():
         try:
-            accounts.accept_terms(current_user, form.version.data)
+            accounts.accept_terms(current_user._get_current_object(), form.version.data)
         except accounts.AccountError as exc:
             db.session.rollback()
             form.form_errors.extend(exc.errors.values())
