@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import INSTANCE_PATH, PROJECT_ROOT, Config, config_for_environment, instance_secret
 from app.extensions import csrf, db, htmx, login_manager, migrate
+from app.services.terms import load_terms
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+log = logging.getLogger("onekey.app")
 
 
 def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
@@ -31,6 +35,8 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
         app.config.update(config or {})
     _resolve_secrets(app)
     _check_public_base_url(app)
+    # Every page shows the Terms version: a content file it cannot be read from stops the start.
+    load_terms()
     _configure_database(app)
     _configure_logging(app)
 
@@ -103,8 +109,28 @@ def _configure_database(app: Flask) -> None:
         options.setdefault("pool_timeout", 10)
     if uri.startswith("sqlite"):
         INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
+        _keep_sqlite_file_private(make_url(uri).database)
         options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def _keep_sqlite_file_private(database: str | None) -> None:
+    """Create the database file readable by its owner only, like the secret files beside it (it
+    holds password hashes and key HMACs), or make an existing one so. SQLite gives the `-wal` and
+    `-shm` files it creates the database file's mode."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return  # SQLite reports it when it connects
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        file = path.with_name(path.name + suffix)
+        try:
+            if file.exists() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except PermissionError:
+            log.warning("%s is readable by others and not ours to change", file)
 
 
 @event.listens_for(Engine, "connect")

@@ -10,8 +10,6 @@ from typing import ClassVar
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_PATH = Path(os.environ.get("ONEKEY_INSTANCE_PATH", PROJECT_ROOT / "instance"))
 
-TERMS_VERSION = "2026-02-19"
-
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -99,10 +97,14 @@ class Config:
     SIGNUP_NOTICE_WINDOW_SECONDS = _int("SIGNUP_NOTICE_WINDOW_SECONDS", 3600)
 
     SESSION_COOKIE_NAME = "onekey_session"
+    # The cookie's lifetime slides with each request; this one does not: a sign-in lasts this long.
+    SESSION_ABSOLUTE_LIFETIME_SECONDS = _int("SESSION_ABSOLUTE_LIFETIME_SECONDS", 7 * 24 * 3600)
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True
     REMEMBER_COOKIE_SAMESITE = "Lax"
+    # Sent with every answer where set: production only, since development serves plain HTTP.
+    STRICT_TRANSPORT_SECURITY = ""
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session that carries it
     SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict] = {}
     # Per web or worker process (PostgreSQL only).
@@ -126,6 +128,7 @@ class ProductionConfig(Config):
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_SECURE = True
     PREFERRED_URL_SCHEME = "https"
+    STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
 
 
 def config_for_environment() -> type[Config]:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from flask import Flask, g, render_template
-from flask_login import current_user
+from flask import Flask, current_app, g, render_template, session
+from flask_login import current_user, login_user
 from flask_wtf.csrf import CSRFError
 
 from app import heartbeat
-from app.config import TERMS_VERSION
 from app.extensions import db, login_manager
 from app.models import Account
 from app.services.money import display_credits
+from app.services.terms import current_terms_version
 
 # Pages load scripts and styles only from this origin (plus Stripe.js where a page needs it).
 CONTENT_SECURITY_POLICY = (
@@ -41,13 +42,35 @@ def stripe_content_security_policy(config) -> str:
     )
 
 
+# When the session was signed in (Unix seconds): it ends SESSION_ABSOLUTE_LIFETIME_SECONDS later.
+SIGNED_IN_AT = "signed_in_at"
+
+
+def start_session(account: Account) -> None:
+    """Sign `account` in with a fresh session: nothing from before sign-in carries over (fixation)."""
+    session.clear()
+    login_user(account)
+    session[SIGNED_IN_AT] = int(time.time())
+    session.permanent = True
+
+
+def _session_is_within_lifetime() -> bool:
+    signed_in_at = session.get(SIGNED_IN_AT)
+    if not isinstance(signed_in_at, int):
+        return False
+    return time.time() - signed_in_at < current_app.config["SESSION_ABSOLUTE_LIFETIME_SECONDS"]
+
+
 @login_manager.user_loader
 def load_account(login_id: str) -> Account | None:
     """Load the signed-in account on every request, so a status change applies at once.
 
-    The login id carries the session version: bumping it (suspension, password change) ends
-    every session issued before.
+    The login id carries the session version: bumping it (suspension, password change, logout)
+    ends every session issued before. A session also ends at its absolute lifetime, however
+    active: the cookie's own lifetime slides with every request.
     """
+    if not _session_is_within_lifetime():
+        return None
     account_id, _, version = login_id.partition(":")
     if not account_id.isdigit() or not version.isdigit():
         return None
@@ -82,6 +105,10 @@ def register_web_hooks(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        if app.config.get("STRICT_TRANSPORT_SECURITY"):
+            response.headers.setdefault(
+                "Strict-Transport-Security", app.config["STRICT_TRANSPORT_SECURITY"]
+            )
         if response.mimetype == "text/html":
             policy = (
                 stripe_content_security_policy(app.config)
@@ -124,7 +151,7 @@ def register_web_hooks(app: Flask) -> None:
     def template_globals():
         return {
             "support_email": app.config["SUPPORT_EMAIL"],
-            "terms_version": TERMS_VERSION,
+            "terms_version": current_terms_version(),
             "now": datetime.now,
         }
 

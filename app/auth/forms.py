@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField
+from wtforms import BooleanField, EmailField, HiddenField, PasswordField
 from wtforms.validators import InputRequired, Length
 
 from app.services.accounts import EMAIL_MAX, PASSWORD_MAX
@@ -34,3 +34,9 @@ class ChangePasswordForm(FlaskForm):
         "Current password", validators=[InputRequired(), Length(max=PASSWORD_MAX)]
     )
     password = PasswordField("New password", validators=[InputRequired(), Length(max=PASSWORD_MAX)])
+
+
+class AcceptTermsForm(FlaskForm):
+    """Carries the version of the Terms shown, so that only what was read is accepted."""
+
+    version = HiddenField(validators=[Length(max=16)])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, logout_user
 
 from app.auth import bp
 from app.auth.forms import (
+    AcceptTermsForm,
     ChangePasswordForm,
     ForgotPasswordForm,
     LoginForm,
@@ -17,7 +19,9 @@ from app.auth.forms import (
 )
 from app.extensions import db, get_redis
 from app.services import accounts, throttle
+from app.services.terms import SUPPORT_EMAIL_MARKER, load_terms
 from app.tasks.mail import enqueue_password_reset, enqueue_signup_attempt_notice
+from app.web import start_session
 
 SIGN_IN_FAILED = "That email and password do not match an account."
 # The same whether or not the address has an account; its owner is told by email instead.
@@ -26,17 +30,12 @@ SIGNUP_REFUSED = (
     "If you already have one, sign in or reset your password."
 )
 TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Try again in {minutes} minutes."
+# One slash, then printable ASCII (`!` to `~`) but a backslash, and never a second slash first.
+_CLEAN_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
 
 
 def _client_address() -> str:
     return request.remote_addr or "unknown"
-
-
-def _start_session(account) -> None:
-    # A fresh session on every sign-in: nothing from before sign-in carries over (fixation).
-    session.clear()
-    login_user(account)
-    session.permanent = True
 
 
 def _form_errors(form, errors: dict[str, str]) -> None:
@@ -79,7 +78,7 @@ def signup():
             _form_errors(form, exc.errors)
         else:
             db.session.commit()
-            _start_session(account)
+            start_session(account)
             flash("Welcome to OneKey. Create an API key to get started.", "success")
             return redirect(url_for("portal.dashboard"))
     status = 400 if form.is_submitted() else 200
@@ -94,7 +93,8 @@ def login():
     if form.validate_on_submit():
         config = current_app.config
         redis = get_redis()
-        email = form.email.data.strip().lower()
+        # Throttled under the address the account is found by: every spelling of it counts alike.
+        email = accounts.throttle_email(form.email.data)
         address = _client_address()
         wait = max(
             throttle.is_throttled(redis, "login-ip", address, config["LOGIN_MAX_FAILURES_PER_IP"]),
@@ -116,24 +116,64 @@ def login():
         if account.is_ended:
             flash(f"This account is {account.status}: it cannot sign in.", "error")
             return render_template("auth/login.html", form=form), 403
-        _start_session(account)
-        return redirect(_safe_next(request.args.get("next")) or url_for("portal.dashboard"))
+        start_session(account)
+        next_page = _safe_next(request.args.get("next"))
+        if accounts.needs_terms_acceptance(account):
+            return redirect(url_for("auth.accept_terms", next=next_page))
+        return redirect(next_page or url_for("portal.dashboard"))
     status = 400 if form.is_submitted() else 200
     return render_template("auth/login.html", form=form), status
 
 
 def _safe_next(target: str | None) -> str | None:
-    """Only a path on this site; never an open redirect."""
-    if not target:
+    """Only a clean path on this site, else None: never an open redirect, never a broken header.
+
+    A clean path starts with one slash and holds printable ASCII only: no control characters
+    (CR LF would split the Location header), no spaces, and no backslashes, which browsers read
+    as slashes (`/\\evil.example` is `//evil.example` to them).
+    """
+    if not target or not _CLEAN_PATH.fullmatch(target):
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if parts.scheme or parts.netloc:
         return None
     return target
 
 
+@bp.route("/terms/accept", methods=["GET", "POST"])
+@login_required
+def accept_terms():
+    """Changed Terms, shown in full at the next sign-in; the portal waits until they are accepted
+    (the API does not)."""
+    next_page = _safe_next(request.args.get("next")) or url_for("portal.dashboard")
+    if not accounts.needs_terms_acceptance(current_user):
+        return redirect(next_page)
+    form = AcceptTermsForm()
+    status = 400 if form.is_submitted() else 200
+    if form.validate_on_submit():
+        try:
+            accounts.accept_terms(current_user._get_current_object(), form.version.data)
+        except accounts.AccountError as exc:
+            db.session.rollback()
+            form.form_errors.extend(exc.errors.values())
+            status = 409
+        else:
+            db.session.commit()
+            flash("Thank you for accepting the Terms of Service.", "success")
+            return redirect(next_page)
+    terms = load_terms()
+    form.version.data = terms.version  # what this page shows is what its form accepts
+    return render_template(
+        "auth/accept_terms.html", form=form, terms=terms, support_marker=SUPPORT_EMAIL_MARKER
+    ), status
+
+
 @bp.post("/logout")
 def logout():
+    # Every session of the account ends, a copied cookie's too: the cookie is signed, not stored.
+    if current_user.is_authenticated:
+        accounts.end_sessions(current_user._get_current_object())
+        db.session.commit()
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
@@ -209,7 +249,7 @@ def change_password():
         else:
             db.session.commit()
             # Other sessions ended with the new session version; this one carries on.
-            _start_session(current_user._get_current_object())
+            start_session(current_user._get_current_object())
             flash("Your password is changed. Your other sessions are signed out.", "success")
             return redirect(url_for("portal.dashboard"))
     status = 400 if form.is_submitted() else 200

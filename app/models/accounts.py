@@ -34,7 +34,7 @@ class Account(UserMixin, db.Model):
         "balance", BigInteger, nullable=False, default=0
     )
     held_nanocredits: Mapped[int] = mapped_column("held", BigInteger, nullable=False, default=0)
-    # Bumped on suspension, closure, termination and password change: ends every other session.
+    # Bumped on suspension, closure, termination, password change and logout: ends the sessions.
     session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     terms_version: Mapped[str] = mapped_column(String(16), nullable=False)
     terms_accepted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

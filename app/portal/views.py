@@ -15,22 +15,42 @@ from app.portal import bp
 from app.portal.forms import CreateKeyForm, EmptyForm
 from app.services import keys as key_service
 from app.services import refunds
+from app.services.accounts import needs_terms_acceptance
 from app.services.catalog import enabled_models
 from app.services.money import AmountError, credits_to_nanos
+
+# Open to a customer who has not accepted changed Terms: the way out (closing the account, with
+# its refund) and following a request already made.
+OPEN_BEFORE_CHANGED_TERMS = frozenset(
+    {
+        "portal.close_account",
+        "portal.request_closure",
+        "portal.refund_request",
+        "portal.refund_request_status",
+    }
+)
 
 
 @bp.before_request
 def require_login():
-    """Every portal page needs a signed-in account.
+    """Every portal page needs a signed-in account that accepted the Terms in force.
 
     A fragment asked for after the session ended (a closure carried out, a sign-out elsewhere)
     reloads its page, which then goes to sign-in, rather than swap the sign-in page into a part.
     """
-    if current_user.is_authenticated:
+    if not current_user.is_authenticated:
+        if request.htmx:
+            return "", 401, {"HX-Refresh": "true"}
+        return login_manager.unauthorized()
+    if request.endpoint in OPEN_BEFORE_CHANGED_TERMS:
         return None
-    if request.htmx:
-        return "", 401, {"HX-Refresh": "true"}
-    return login_manager.unauthorized()
+    if needs_terms_acceptance(current_user):
+        # Back to this page once accepted; a fragment or a form post is not a page to return to.
+        here = (
+            request.full_path.rstrip("?") if request.method == "GET" and not request.htmx else None
+        )
+        return redirect(url_for("auth.accept_terms", next=here))
+    return None
 
 
 def _base_url() -> str:

@@ -8,10 +8,10 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.config import TERMS_VERSION
 from app.extensions import db
 from app.models import Account, AuditLogEntry
 from app.models.types import utcnow
+from app.services.terms import current_terms_version
 
 EMAIL_MAX = 254
 PASSWORD_MIN = 10
@@ -88,6 +88,16 @@ def normalise_email(raw: str) -> str:
     return checked.normalized.lower()
 
 
+def throttle_email(raw: str) -> str:
+    """The address that sign-in attempts are counted under: the normalised one, so that
+    `bob@ｅxample.com` (fullwidth e) counts as `bob@example.com`; a malformed address, which no
+    account has, counts as typed, lower-cased."""
+    try:
+        return normalise_email(raw)
+    except AccountError:
+        return (raw or "").strip().lower()
+
+
 def password_problem(password: str, email: str = "") -> str | None:
     """Why a password is too weak, or None."""
     if not password:
@@ -141,13 +151,33 @@ def register(
         password_hash=generate_password_hash(password),
         is_admin=is_admin,
         status="active",
-        terms_version=TERMS_VERSION,
+        terms_version=current_terms_version(),
         terms_accepted_at=now,
         age_attested_at=now,
     )
     db.session.add(account)
     db.session.flush()
     return account
+
+
+def needs_terms_acceptance(account: Account) -> bool:
+    """True when the account accepted other Terms than those in force: they changed since."""
+    return account.terms_version != current_terms_version()
+
+
+def accept_terms(account: Account, version: str) -> None:
+    """Record that the account accepts the Terms of `version`, now.
+
+    Raises AccountError (field "version") when `version` is not the one in force: the Terms
+    changed after they were shown.
+    """
+    if version != current_terms_version():
+        raise AccountError(
+            {"version": "The Terms changed while you were reading them: read these and accept."}
+        )
+    account.terms_version = version
+    account.terms_accepted_at = utcnow()
+    db.session.flush()
 
 
 def authenticate(email: str, password: str) -> Account | None:
@@ -178,6 +208,11 @@ def set_password(account: Account, new_password: str) -> None:
     if problem:
         raise AccountError({"password": problem})
     account.password_hash = generate_password_hash(new_password)
+    end_sessions(account)
+
+
+def end_sessions(account: Account) -> None:
+    """End every session of the account: the session version in their login ids is outdated."""
     account.session_version += 1
     db.session.flush()
 
@@ -291,8 +326,7 @@ def _change_status(
     account.status = status
     account.status_reason = reason
     account.status_changed_at = utcnow()
-    account.session_version += 1
-    db.session.flush()
+    end_sessions(account)
     record_audit(
         actor_id=actor_id,
         action=action,

@@ -37,7 +37,6 @@ from hypothesis.stateful import (
 from sqlalchemy import event as sa_event
 from sqlalchemy import text, update
 
-from app.config import TERMS_VERSION
 from app.extensions import db
 from app.models import Account, ApiKey
 from app.models.ledger import LEDGER_KINDS
@@ -52,6 +51,7 @@ from app.services.ledger import (
     KeyNotUsable,
     LedgerError,
 )
+from app.services.terms import current_terms_version
 
 CREDIT = 10**9
 N_ACCOUNTS = 2
@@ -94,7 +94,7 @@ def new_account(email: str, balance: int = 0) -> int:
     account = Account(
         email=email,
         password_hash="!unusable",
-        terms_version=TERMS_VERSION,
+        terms_version=current_terms_version(),
         terms_accepted_at=now,
         age_attested_at=now,
     )

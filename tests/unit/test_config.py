@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from sqlalchemy import text
 
@@ -80,3 +82,73 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
 def test_postgres_urls_use_psycopg3():
     app = create_app({"SQLALCHEMY_DATABASE_URI": "postgresql://u@localhost/db"})
     assert app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg://")
+
+
+class _Production(ProductionConfig):
+    SECRET_KEY = "a"
+    KEY_HASH_SECRET = "b"
+    PUBLIC_BASE_URL = "https://onekey.example"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/terms", "/no/such/page"])
+def test_production_answers_carry_strict_transport_security(path):
+    response = create_app(_Production).test_client().get(path)
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_development_answers_carry_no_strict_transport_security():
+    # Development serves plain HTTP on localhost: HSTS there would pin the browser to HTTPS.
+    response = create_app({}).test_client().get("/healthz")
+    assert "Strict-Transport-Security" not in response.headers
+
+
+def _mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def _open_and_write(app) -> None:
+    from app.extensions import db
+
+    with app.app_context():
+        db.session.execute(text("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
+        db.session.execute(text("INSERT INTO t VALUES (1)"))
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_the_sqlite_database_is_readable_by_its_owner_only(tmp_path):
+    """Like the secret files beside it: it holds password hashes and the key HMACs."""
+    database = tmp_path / "onekey.sqlite3"
+    previous = os.umask(0o022)
+    try:
+        app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"})
+        from app.extensions import db
+
+        with app.app_context():
+            db.session.execute(text("CREATE TABLE t (x INTEGER)"))
+            db.session.execute(text("INSERT INTO t VALUES (1)"))
+            db.session.commit()
+            # While a connection is open, its write-ahead log and shared memory exist too.
+            for suffix in ("", "-wal", "-shm"):
+                assert _mode(database.with_name(database.name + suffix)) == 0o600, suffix
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        os.umask(previous)
+
+
+def test_an_existing_world_readable_sqlite_database_is_made_private(tmp_path):
+    database = tmp_path / "onekey.sqlite3"
+    previous = os.umask(0o022)
+    try:
+        _open_and_write(create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"}))
+        for suffix in ("", "-wal", "-shm"):
+            sidecar = database.with_name(database.name + suffix)
+            sidecar.touch()
+            sidecar.chmod(0o644)
+        create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"})
+        for suffix in ("", "-wal", "-shm"):
+            assert _mode(database.with_name(database.name + suffix)) == 0o600, suffix
+    finally:
+        os.umask(previous)

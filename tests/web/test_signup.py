@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import func, select
 
 from app.auth.views import SIGNUP_REFUSED
-from app.config import TERMS_VERSION
 from app.extensions import db, get_queue
 from app.models import Account, AuditLogEntry
+from app.services.terms import current_terms_version
 from tests.helpers import without_csrf_tokens
 
 
@@ -24,7 +24,7 @@ def test_signup_records_terms_version_and_age_attestation(app, browser):
     with app.app_context():
         account = db.session.scalar(select(Account))
         assert account.email == "new.person@example.com"
-        assert account.terms_version == TERMS_VERSION == "2026-02-19"
+        assert account.terms_version == current_terms_version() == "2026-02-19"
         assert account.terms_accepted_at is not None
         assert account.age_attested_at is not None
         assert account.password_hash != "a long enough passphrase"
