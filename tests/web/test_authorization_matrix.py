@@ -60,6 +60,7 @@ ACCESS_RULES = {
     "auth.forgot_password": PUBLIC,
     "auth.reset_password": PUBLIC,  # the emailed token is the credential
     "auth.change_password": SIGNED_IN,
+    "auth.accept_terms": SIGNED_IN,  # asks a signed-in account to accept changed Terms
     "portal.dashboard": SIGNED_IN,
     "portal.keys": SIGNED_IN,
     "portal.create_key": ACTIVE,
