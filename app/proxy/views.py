@@ -48,10 +48,9 @@ def per_token_price(nanos_per_mtok: int) -> str:
 
 
 def read_json_body() -> dict:
-    """The request's JSON object; raises ProxyError 413 when too large, 400 when not an object."""
+    """The request's JSON object; raises ProxyError 413 when too large (with or without a
+    `Content-Length`: app/request_limits.py), 400 when not a JSON object."""
     limit = current_app.config["MAX_REQUEST_BYTES"]
-    if request.content_length is not None and request.content_length > limit:
-        raise ProxyError("request_too_large", f"The request body is larger than {limit} bytes.")
     request.max_content_length = limit
     try:
         raw = request.get_data(cache=False)

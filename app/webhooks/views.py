@@ -6,6 +6,7 @@ import json
 
 import stripe
 from flask import current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.extensions import db
 from app.services.payments import store_event
@@ -15,7 +16,10 @@ from app.webhooks import bp
 
 @bp.post("/webhooks/stripe")
 def stripe_webhook():
-    payload = request.get_data(cache=False)
+    try:
+        payload = request.get_data(cache=False)  # at most MAX_FORM_BYTES
+    except RequestEntityTooLarge:
+        return jsonify(error="payload too large"), 413
     secret = current_app.config["STRIPE_WEBHOOK_SECRET"]
     if not secret:
         return jsonify(error="webhooks are not configured"), 503

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import time
 
@@ -161,3 +162,39 @@ def test_success_after_the_purchase_expired_still_credits(app, client, webhook_s
 
 def test_webhook_without_a_configured_secret_accepts_nothing(app, client, purchase):
     assert deliver(client, succeeded_event("evt_1", purchase)).status_code == 503
+
+
+class UnreadableBody(io.RawIOBase):
+    """A 400 MB request body that fails the test if anything reads it."""
+
+    size = 400 * 1024 * 1024
+
+    def __init__(self):
+        self.position = 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = self.size + offset if whence == io.SEEK_END else offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer):
+        raise AssertionError("the body was read")
+
+
+def test_a_webhook_over_max_form_bytes_is_a_413_before_it_is_read(app, client, webhook_secret):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    assert limit == 1024 * 1024  # MAX_FORM_BYTES' default
+    response = client.post(
+        "/webhooks/stripe",
+        input_stream=UnreadableBody(),
+        headers={"Stripe-Signature": "t=1,v1=0", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.is_json
+    payload = b'{"id": "evt_big", "type": "t", "data": {"pad": "' + b"a" * limit + b'"}}'
+    response = client.post("/webhooks/stripe", data=payload, headers=signed(payload))
+    assert response.status_code == 413
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(StripeEvent)) == 0
