@@ -19,12 +19,14 @@ from app.proxy import (
 )
 from app.proxy.errors import ANTHROPIC, GOOGLE, OPENAI, ProxyError
 from app.proxy.gateway import (
+    NESTED_TOO_DEEPLY,
     Estimate,
     Plan,
     admit_unmetered,
     authenticate,
     estimate_input_tokens,
     json_response,
+    measure_body,
     proxy_errors,
     resolve_model,
     serve_metered,
@@ -62,6 +64,8 @@ def read_json_body() -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ProxyError("invalid_request", "The request body is not valid JSON.") from None
+    except RecursionError:
+        raise ProxyError("invalid_request", NESTED_TOO_DEEPLY) from None
     if not isinstance(body, dict):
         raise ProxyError("invalid_request", "The request body must be a JSON object.")
     return body
@@ -302,6 +306,7 @@ def anthropic_count_tokens():
     caller = authenticate()
     model = resolve_model(body.get("model"))
     require_provider(model, "anthropic")
+    measure_body(body)  # refuses what cannot be sent on
     admit_unmetered(caller, model)
     upstream = send(
         UpstreamCall(

@@ -164,6 +164,50 @@ def test_webhook_without_a_configured_secret_accepts_nothing(app, client, purcha
     assert deliver(client, succeeded_event("evt_1", purchase)).status_code == 503
 
 
+def nested_event(levels: int) -> bytes:
+    return (
+        '{"id": "evt_deep", "object": "event", "type": "payment_intent.succeeded", "data": '
+        + '{"object": ' * levels
+        + "{}"
+        + "}" * levels
+        + "}"
+    ).encode()
+
+
+NOT_STRIPE_EVENTS = {
+    "a list": b"[]",
+    "a string": b'"payment_intent.succeeded"',
+    "null": b"null",
+    "an empty object": b"{}",
+    "nested too deep to parse": b"[" * 50_000 + b"]" * 50_000,
+    "nested too deep to store": nested_event(990),
+    "a numeric id": b'{"id": 7, "type": "payment_intent.succeeded", "data": {}}',
+    "a list for a type": b'{"id": "evt_1", "type": [], "data": {}}',
+    "an id too long to store": b'{"id": "evt_' + b"x" * 300 + b'", "type": "t", "data": {}}',
+    "a lone surrogate, escaped": b'{"id": "evt_1", "type": "t", "data": {"x": "\\ud800"}}',
+    "a lone surrogate, raw": b'{"id": "evt_1", "type": "t", "data": {"x": "\xed\xa0\x80"}}',
+}
+
+
+@pytest.mark.parametrize("payload", list(NOT_STRIPE_EVENTS.values()), ids=list(NOT_STRIPE_EVENTS))
+def test_a_signed_body_that_is_not_a_storable_stripe_event_is_a_400_and_nothing_stored(
+    app, client, webhook_secret, payload
+):
+    response = client.post("/webhooks/stripe", data=payload, headers=signed(payload))
+    assert response.status_code == 400
+    assert response.is_json
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(StripeEvent)) == 0
+        assert get_queue("billing").count == 0
+
+
+def test_a_deep_but_ordinary_event_is_stored(app, client, webhook_secret):
+    payload = nested_event(40)
+    assert client.post("/webhooks/stripe", data=payload, headers=signed(payload)).status_code == 200
+    with app.app_context():
+        assert db.session.get(StripeEvent, "evt_deep") is not None
+
+
 class UnreadableBody(io.RawIOBase):
     """A 400 MB request body that fails the test if anything reads it."""
 
