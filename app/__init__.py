@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import INSTANCE_PATH, PROJECT_ROOT, Config, config_for_environment, instance_secret
 from app.extensions import csrf, db, htmx, login_manager, migrate
+from app.request_limits import BoundedRequest
 from app.services.terms import load_terms
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -47,6 +48,7 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     htmx.init_app(app)
+    app.request_class = BoundedRequest  # htmx's request, with bodies bounded
     login_manager.init_app(app)
     _init_redis(app)
 

@@ -58,6 +58,8 @@ class Config:
     UPSTREAM_CONNECT_TIMEOUT = _int("UPSTREAM_CONNECT_TIMEOUT", 10)
     UPSTREAM_READ_TIMEOUT = _int("UPSTREAM_READ_TIMEOUT", 300)
     MAX_REQUEST_BYTES = _int("MAX_REQUEST_BYTES", 20 * 1024 * 1024)
+    # Every other body (pages, webhooks): Flask answers 413 past it (app/request_limits.py).
+    MAX_CONTENT_LENGTH = _int("MAX_FORM_BYTES", 1024 * 1024)
     # How long a proxy process uses a key's cached identity before reading it again, so that a
     # changed per-minute limit applies within this time (revocation, suspension and the allow-list
     # apply on the very next request: the hold statement checks them).

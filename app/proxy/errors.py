@@ -18,10 +18,15 @@ CONDITIONS: dict[str, tuple[int, str, str, str]] = {
     "account_suspended": (403, "account_suspended", "permission_error", "PERMISSION_DENIED"),
     "model_not_allowed": (403, "model_not_allowed", "permission_error", "PERMISSION_DENIED"),
     "model_not_found": (404, "model_not_found", "not_found_error", "NOT_FOUND"),
+    # A path or method under /v1, /anthropic or /gemini that the gateway does not serve.
+    "route_not_found": (404, "not_found", "not_found_error", "NOT_FOUND"),
+    "method_not_allowed": (405, "method_not_allowed", "invalid_request_error", "UNIMPLEMENTED"),
     "request_too_large": (413, "request_too_large", "request_too_large", "INVALID_ARGUMENT"),
     "rate_limited": (429, "rate_limited", "rate_limit_error", "RESOURCE_EXHAUSTED"),
     "upstream_error": (502, "upstream_error", "api_error", "UNAVAILABLE"),
-    "provider_unavailable": (503, "provider_unavailable", "overloaded_error", "UNAVAILABLE"),
+    # Not `overloaded_error`: that says "retry soon", and a provider the operator has not
+    # configured stays so. The 503 carries `x-should-retry: false`, which the SDKs obey.
+    "provider_unavailable": (503, "provider_unavailable", "api_error", "UNAVAILABLE"),
     "upstream_timeout": (504, "upstream_timeout", "timeout_error", "DEADLINE_EXCEEDED"),
     # OneKey's own database or Redis did not answer in time: nothing was reserved; retry.
     "gateway_unavailable": (503, "gateway_unavailable", "overloaded_error", "UNAVAILABLE"),
@@ -44,6 +49,7 @@ OPENAI_ERROR_TYPES = {
     402: "insufficient_quota",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
 }

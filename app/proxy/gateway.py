@@ -203,7 +203,9 @@ def resolve_cached_model(name: object, *, fresh: bool = False) -> catalog_cache.
     provider, model_id = split_model_name(name)
     if fresh:
         catalog_cache.forget(model_id)
-    model = catalog_cache.cached_model(model_id)
+    # Catalogue ids are ASCII; anything else is unknown without asking the database (which
+    # could not even encode a lone surrogate).
+    model = catalog_cache.cached_model(model_id) if model_id.isascii() else None
     if model is None or (provider and provider != model.priced.provider):
         raise ProxyError("model_not_found", f"The model '{name}' does not exist or is not enabled.")
     return model
@@ -220,36 +222,65 @@ def resolve_model(name: object) -> PricedModel:
 
 IMAGE_PART_TYPES = ("image", "image_url", "input_image")
 IMAGE_PAYLOAD_KEYS = ("inlineData", "inline_data", "source", "image_url")
+# Far deeper than any real request (a tool's schema nests a few dozen levels at most), and shallow
+# enough that the gateway's own JSON encoding of the body never runs out of stack.
+MAX_JSON_DEPTH = 128
+NESTED_TOO_DEEPLY = f"The request body is nested more than {MAX_JSON_DEPTH} levels deep."
+
+
+def measure_body(body: dict) -> tuple[int, int]:
+    """(UTF-8 bytes of every string and number in the body, keys included; images), counting an
+    image part once instead of its encoded bytes.
+
+    Raises ProxyError 400 for what cannot be sent on: nesting deeper than MAX_JSON_DEPTH, or a
+    string holding a lone surrogate (a `\\ud800` escape), which is not Unicode. The walk goes
+    one level at a time, so the depth costs nothing extra.
+    """
+    text_bytes = images = depth = 0
+    level: list[object] = [body]
+    try:
+        while level:
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ProxyError("invalid_request", NESTED_TOO_DEEPLY)
+            below: list[object] = []
+            for item in level:
+                if isinstance(item, str):
+                    if item.startswith("data:image/"):
+                        images += 1
+                    else:
+                        text_bytes += len(item.encode())
+                elif isinstance(item, int | float) and not isinstance(item, bool):
+                    text_bytes += len(repr(item))
+                elif isinstance(item, dict):
+                    if (
+                        item.get("type") in IMAGE_PART_TYPES
+                        or "inlineData" in item
+                        or "inline_data" in item
+                    ):
+                        images += 1
+                        item = {k: v for k, v in item.items() if k not in IMAGE_PAYLOAD_KEYS}
+                    below.extend(item.values())
+                    for key in item:
+                        text_bytes += len(key.encode())
+                elif isinstance(item, list):
+                    below.extend(item)
+            level = below
+    except UnicodeEncodeError:
+        raise ProxyError(
+            "invalid_request",
+            "The request body holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+            "which is not valid Unicode.",
+        ) from None
+    return text_bytes, images
 
 
 def estimate_input_tokens(body: dict, messages: int) -> int:
     """A bound on the prompt's tokens: UTF-8 bytes of every string and number in the body, keys
     included (a tool's JSON schema reaches the model whole; no token is shorter than a byte), a
     fixed allowance per image instead of its encoded bytes, and framing allowances per message and
-    per request."""
-    text_bytes = images = 0
-    stack: list[object] = [body]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if item.startswith("data:image/"):
-                images += 1
-            else:
-                text_bytes += len(item.encode())
-        elif isinstance(item, int | float) and not isinstance(item, bool):
-            text_bytes += len(repr(item))
-        elif isinstance(item, dict):
-            if (
-                item.get("type") in IMAGE_PART_TYPES
-                or "inlineData" in item
-                or "inline_data" in item
-            ):
-                images += 1
-                item = {k: v for k, v in item.items() if k not in IMAGE_PAYLOAD_KEYS}
-            stack.extend(item.values())
-            stack.extend(key for key in item if isinstance(key, str))
-        elif isinstance(item, list):
-            stack.extend(item)
+    per request. Raises ProxyError 400 as `measure_body` does."""
+    text_bytes, images = measure_body(body)
     return (
         text_bytes
         + images * IMAGE_TOKEN_ALLOWANCE

@@ -13,6 +13,7 @@ import secrets
 import time
 
 from app.proxy.errors import OPENAI, ProxyError, error_body
+from app.proxy.gateway import measure_body
 from app.proxy.metering import PricedModel, Usage
 from app.proxy.openai import cost_in_credits, validate_chat
 from app.proxy.sse import frame
@@ -173,12 +174,13 @@ def tool_call_list(message: dict, i: int) -> list[dict]:
         else:
             try:
                 parsed = json.loads(arguments) if isinstance(arguments, str) else None
-            except ValueError:
+            except (ValueError, RecursionError):
                 parsed = None
         if not isinstance(parsed, dict):
             raise invalid(
                 f"{param}.function.arguments", "'arguments' must be a JSON object, as a string."
             )
+        measure_body(parsed)  # sent on as an object: held to the body's nesting and Unicode rules
         result.append(
             {
                 "id": call["id"],

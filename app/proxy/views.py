@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from flask import current_app, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import PathConverter, Rule
 
 from app.extensions import db
 from app.models import ApiKey
@@ -17,14 +18,16 @@ from app.proxy import (
     translate_anthropic,
     translate_gemini,
 )
-from app.proxy.errors import ANTHROPIC, GOOGLE, OPENAI, ProxyError
+from app.proxy.errors import ANTHROPIC, GOOGLE, OPENAI, ProxyError, error_response
 from app.proxy.gateway import (
+    NESTED_TOO_DEEPLY,
     Estimate,
     Plan,
     admit_unmetered,
     authenticate,
     estimate_input_tokens,
     json_response,
+    measure_body,
     proxy_errors,
     resolve_model,
     serve_metered,
@@ -48,10 +51,9 @@ def per_token_price(nanos_per_mtok: int) -> str:
 
 
 def read_json_body() -> dict:
-    """The request's JSON object; raises ProxyError 413 when too large, 400 when not an object."""
+    """The request's JSON object; raises ProxyError 413 when too large (with or without a
+    `Content-Length`: app/request_limits.py), 400 when not a JSON object."""
     limit = current_app.config["MAX_REQUEST_BYTES"]
-    if request.content_length is not None and request.content_length > limit:
-        raise ProxyError("request_too_large", f"The request body is larger than {limit} bytes.")
     request.max_content_length = limit
     try:
         raw = request.get_data(cache=False)
@@ -63,6 +65,8 @@ def read_json_body() -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ProxyError("invalid_request", "The request body is not valid JSON.") from None
+    except RecursionError:
+        raise ProxyError("invalid_request", NESTED_TOO_DEEPLY) from None
     if not isinstance(body, dict):
         raise ProxyError("invalid_request", "The request body must be a JSON object.")
     return body
@@ -303,6 +307,7 @@ def anthropic_count_tokens():
     caller = authenticate()
     model = resolve_model(body.get("model"))
     require_provider(model, "anthropic")
+    measure_body(body)  # refuses what cannot be sent on
     admit_unmetered(caller, model)
     upstream = send(
         UpstreamCall(
@@ -385,3 +390,62 @@ def generate_plan(body: dict, model, version: str, action: str) -> Plan:
         relay=lambda: gemini.GenerateRelay(model, as_sse=as_sse),
         stream_mimetype="text/event-stream" if as_sse else "application/json",
     )
+
+
+# --- paths and methods the gateway does not serve --------------------------------------------
+
+# The dialect of everything under each prefix: an SDK cannot read an HTML error page.
+PREFIX_DIALECTS = {"v1": OPENAI, "anthropic": ANTHROPIC, "gemini": GOOGLE}
+UNKNOWN_ROUTE = "proxy.unknown_route"
+
+
+class AnyRestConverter(PathConverter):
+    """The rest of a path, newlines (`%0A`) included, which `path`'s pattern does not match."""
+
+    regex = "[^/](?s:.)*?"
+
+
+@bp.record_once
+def answer_unknown_routes(state) -> None:
+    """Route every other path under the prefixes, with any method, to `unknown_route`.
+
+    A werkzeug rule without methods matches every method, which Flask's `route()` cannot say.
+    The gateway's own routes match first: werkzeug tries static segments and narrower converters
+    before a `path` one, and moves on to this rule when a path matched but its method did not.
+    """
+    state.app.url_map.converters["any_rest"] = AnyRestConverter
+    for prefix in PREFIX_DIALECTS:
+        for path in (f"/{prefix}", f"/{prefix}/", f"/{prefix}/<any_rest:rest>"):
+            state.app.url_map.add(Rule(path, endpoint=UNKNOWN_ROUTE, strict_slashes=False))
+    state.app.view_functions[UNKNOWN_ROUTE] = unknown_route
+
+
+def unknown_route(rest: str = ""):
+    """404, or 405 with `Allow` when the path is served with another method; in the dialect."""
+    dialect = PREFIX_DIALECTS[request.path.split("/", 2)[1]]
+    allowed = served_methods(request.path)
+    if allowed:
+        error = ProxyError(
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.path}; use {' or '.join(allowed)}.",
+            headers={"Allow": ", ".join(allowed)},
+        )
+    else:
+        error = ProxyError(
+            "route_not_found", f"Unknown request URL: {request.method} {request.path}."
+        )
+    return error_response(error, dialect, g.request_id)
+
+
+def served_methods(path: str) -> list[str]:
+    """The methods the gateway's own routes serve `path` with (they use GET and POST)."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    served = []
+    for method in ("GET", "POST"):
+        try:
+            rule, _ = adapter.match(path, method=method, return_rule=True)
+        except HTTPException:
+            continue
+        if rule.endpoint != UNKNOWN_ROUTE:
+            served.append(method)
+    return served

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import time
 
@@ -161,3 +162,83 @@ def test_success_after_the_purchase_expired_still_credits(app, client, webhook_s
 
 def test_webhook_without_a_configured_secret_accepts_nothing(app, client, purchase):
     assert deliver(client, succeeded_event("evt_1", purchase)).status_code == 503
+
+
+def nested_event(levels: int) -> bytes:
+    return (
+        '{"id": "evt_deep", "object": "event", "type": "payment_intent.succeeded", "data": '
+        + '{"object": ' * levels
+        + "{}"
+        + "}" * levels
+        + "}"
+    ).encode()
+
+
+NOT_STRIPE_EVENTS = {
+    "a list": b"[]",
+    "a string": b'"payment_intent.succeeded"',
+    "null": b"null",
+    "an empty object": b"{}",
+    "nested too deep to parse": b"[" * 50_000 + b"]" * 50_000,
+    "nested too deep to store": nested_event(990),
+    "a numeric id": b'{"id": 7, "type": "payment_intent.succeeded", "data": {}}',
+    "a list for a type": b'{"id": "evt_1", "type": [], "data": {}}',
+    "an id too long to store": b'{"id": "evt_' + b"x" * 300 + b'", "type": "t", "data": {}}',
+    "a lone surrogate, escaped": b'{"id": "evt_1", "type": "t", "data": {"x": "\\ud800"}}',
+    "a lone surrogate, raw": b'{"id": "evt_1", "type": "t", "data": {"x": "\xed\xa0\x80"}}',
+}
+
+
+@pytest.mark.parametrize("payload", list(NOT_STRIPE_EVENTS.values()), ids=list(NOT_STRIPE_EVENTS))
+def test_a_signed_body_that_is_not_a_storable_stripe_event_is_a_400_and_nothing_stored(
+    app, client, webhook_secret, payload
+):
+    response = client.post("/webhooks/stripe", data=payload, headers=signed(payload))
+    assert response.status_code == 400
+    assert response.is_json
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(StripeEvent)) == 0
+        assert get_queue("billing").count == 0
+
+
+def test_a_deep_but_ordinary_event_is_stored(app, client, webhook_secret):
+    payload = nested_event(40)
+    assert client.post("/webhooks/stripe", data=payload, headers=signed(payload)).status_code == 200
+    with app.app_context():
+        assert db.session.get(StripeEvent, "evt_deep") is not None
+
+
+class UnreadableBody(io.RawIOBase):
+    """A 400 MB request body that fails the test if anything reads it."""
+
+    size = 400 * 1024 * 1024
+
+    def __init__(self):
+        self.position = 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = self.size + offset if whence == io.SEEK_END else offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer):
+        raise AssertionError("the body was read")
+
+
+def test_a_webhook_over_max_form_bytes_is_a_413_before_it_is_read(app, client, webhook_secret):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    assert limit == 1024 * 1024  # MAX_FORM_BYTES' default
+    response = client.post(
+        "/webhooks/stripe",
+        input_stream=UnreadableBody(),
+        headers={"Stripe-Signature": "t=1,v1=0", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.is_json
+    payload = b'{"id": "evt_big", "type": "t", "data": {"pad": "' + b"a" * limit + b'"}}'
+    response = client.post("/webhooks/stripe", data=payload, headers=signed(payload))
+    assert response.status_code == 413
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(StripeEvent)) == 0

@@ -251,11 +251,12 @@ def consume(route: Route, server, key: str, prompt: str, stream: bool) -> Outcom
 
 # --- errors in each dialect ------------------------------------------------------------------------
 
-# DESIGN.md's error table, copied here so the gateway's own table cannot vouch for itself.
+# DESIGN.md's error table, copied here so the gateway's own table cannot vouch for itself (with
+# issue 9's `api_error` for an unconfigured provider: `overloaded_error` invited retries).
 CONDITIONS = {
     "rate_limited": (429, "rate_limited", "rate_limit_error", "RESOURCE_EXHAUSTED"),
     "upstream_error": (502, "upstream_error", "api_error", "UNAVAILABLE"),
-    "provider_unavailable": (503, "provider_unavailable", "overloaded_error", "UNAVAILABLE"),
+    "provider_unavailable": (503, "provider_unavailable", "api_error", "UNAVAILABLE"),
     "upstream_timeout": (504, "upstream_timeout", "timeout_error", "DEADLINE_EXCEEDED"),
 }
 # An upstream 4xx passed on with its status (provider-wire-formats.md's types by status).
