@@ -42,6 +42,7 @@ SIGNED_IN = "signed-in customer"
 ACTIVE = "active customer"
 ADMIN_ONLY = "admin only (404 to others)"
 API_KEY = "api key"
+UNKNOWN_API_PATH = "unknown API path"
 SIGNATURE = "signature"
 
 # An endpoint's rule: its own entry, else the longest prefix ending in ".". Only the admin area
@@ -81,11 +82,14 @@ ACCESS_RULES = {
     "portal.request_closure": SIGNED_IN,
     "admin.": ADMIN_ONLY,
     "proxy.list_models": PUBLIC,
+    "proxy.unknown_route": UNKNOWN_API_PATH,  # any other path under the prefixes, any method
     "proxy.": API_KEY,
     "webhooks.stripe_webhook": SIGNATURE,
 }
 IGNORED_ENDPOINTS = {"static"}
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
+# A rule without methods (the proxy's unknown paths) answers every method: these stand for them.
+ANY_METHOD = {"GET", "POST", "DELETE"}
 
 
 def access_rule(endpoint: str) -> str | None:
@@ -102,7 +106,7 @@ def matrix_routes(app) -> list[tuple[Rule, str]]:
         (rule, method)
         for rule in app.url_map.iter_rules()
         if rule.endpoint not in IGNORED_ENDPOINTS
-        for method in sorted(rule.methods - IGNORED_METHODS)
+        for method in sorted((rule.methods or ANY_METHOD) - IGNORED_METHODS)
     ]
     return sorted(routes, key=lambda r: (r[0].endpoint == "auth.logout", r[0].rule, r[1]))
 
@@ -218,6 +222,7 @@ def seed(app, make_account) -> World:
 
 # URL parameters, by name: a new one fails the matrix until it is given a value here.
 PARAMETERS = {
+    "rest": lambda world, owner: "no/such/route",
     "purchase_id": lambda world, owner: owner.purchase_id,
     "request_id": lambda world, owner: owner.request_id,
     "key_id": lambda world, owner: owner.spare_key_id,
@@ -233,6 +238,7 @@ PARAMETERS = {
 OWNED_PARAMETERS = {"purchase_id", "request_id", "key_id"}
 # Objects named in the query string.
 QUERY_PARAMETERS = {
+    "rest": lambda world, owner: "no/such/route",
     "portal.new_refund": {"purchase": "purchase_id"},
     "portal.create_refund": {"purchase": "purchase_id"},
 }
@@ -311,6 +317,7 @@ class Outcome:
     not_redirect_to: str | None = "/login"
     api_error: bool = False  # an error in the route's dialect
     htmx_reload: bool = False  # a 401 asking the HTMX page to reload (and so sign in)
+    json: bool = False  # the answer is JSON (an API's, not an HTML page)
 
     def admits(self, response, path: str) -> bool:
         if response.status_code not in self.statuses:
@@ -321,6 +328,8 @@ class Outcome:
                 return False
             if self.not_redirect_to is not None and target == self.not_redirect_to:
                 return False
+        if self.json and not response.is_json:
+            return False
         if self.htmx_reload and response.status_code == 401:
             return response.headers.get("HX-Refresh") == "true"
         if self.api_error and response.status_code != 200:
@@ -349,6 +358,7 @@ KEY_ACCEPTED = Outcome(
     "past the key (200, or the unknown model's 404)", frozenset({200, 404}), api_error=True
 )
 UNSIGNED = Outcome("400 (no signature)", frozenset({400}))
+NO_SUCH_API_PATH = Outcome("404 or 405, JSON in the dialect", frozenset({404, 405}), json=True)
 
 
 def expected(rule: Rule, method: str, actor: str, *, htmx: bool = False) -> Outcome:
@@ -362,6 +372,8 @@ def expected(rule: Rule, method: str, actor: str, *, htmx: bool = False) -> Outc
         return served if actor == ADMIN else HIDDEN
     if access == SIGNATURE:
         return UNSIGNED
+    if access == UNKNOWN_API_PATH:
+        return NO_SUCH_API_PATH
     if access == API_KEY:
         if API_KEY_OF[actor] is None:
             return NO_API_KEY
@@ -515,7 +527,7 @@ def test_every_form_post_needs_its_csrf_token(app, world):
     wrong = []
     for rule, method in matrix_routes(app):
         access = access_rule(rule.endpoint)
-        if method != "POST" or access in (API_KEY, SIGNATURE):
+        if method != "POST" or access in (API_KEY, SIGNATURE, UNKNOWN_API_PATH):
             continue
         url = url_for_rule(app, rule, method, world, world.owners[ALICE])
         for actor, client in callers.items():
