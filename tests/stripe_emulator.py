@@ -98,7 +98,6 @@ class StripeEmulator:
         self.register_webhook(UNDELIVERABLE)
 
     def register_webhook(self, url: str) -> None:
-        self.delivered_to_app = url != UNDELIVERABLE
         response = requests.post(
             f"{self.url}/_config/webhooks/onekey",
             json={"url": url, "secret": webhook_secret(), "events": WEBHOOK_EVENTS},
@@ -268,9 +267,13 @@ def stripe(app, stripe_emulator):
     )
     yield stripe_emulator
     # Deliveries still on their way must not reach the next test: localstripe reads where to
-    # deliver a second after the event, so they go nowhere once that second has passed here.
-    delivered_to_app = stripe_emulator.delivered_to_app
+    # deliver (and the secret to sign with) a second after the event, so they go nowhere once
+    # that second has passed here. Every test that made events waits, also one that delivered
+    # nowhere: read after the next test registered the app, its events would reach that test.
     stripe_emulator.register_webhook(UNDELIVERABLE)
-    if delivered_to_app:
-        time.sleep(WEBHOOK_DELAY_SECONDS + 0.3)
+    made = stripe_emulator.events()
+    if made:
+        # `created` is in whole seconds; the margin covers a late timer on a loaded machine.
+        last = max(event["created"] for event in made) + 1
+        time.sleep(max(0.0, last + WEBHOOK_DELAY_SECONDS + 1.0 - time.time()))
     app.config.update(saved)
