@@ -40,6 +40,9 @@ class UsageRecord(db.Model):
     cost_nanocredits: Mapped[int] = mapped_column("cost", BigInteger, nullable=False, default=0)
     # The sell prices (nanocredits per 1M tokens, by class) the cost was computed with.
     prices_applied: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    # How an "estimated" record's counts were made (bytes sent and delivered, images, rules);
+    # None when the provider's own counts were billed.
+    estimate_basis: Mapped[dict | None] = mapped_column(JSON)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     time_to_first_token_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(
