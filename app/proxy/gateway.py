@@ -31,12 +31,7 @@ from app.models.types import UTCDateTime, utcnow
 from app.proxy import catalog_cache, limits
 from app.proxy.errors import GOOGLE, ProxyError, error_response
 from app.proxy.exchange import Caller, Exchange, settle
-from app.proxy.metering import (
-    IMAGE_TOKEN_ALLOWANCE,
-    MESSAGE_TOKEN_ALLOWANCE,
-    REQUEST_TOKEN_ALLOWANCE,
-    PricedModel,
-)
+from app.proxy.metering import InputSize, PricedModel
 from app.proxy.relay import Relay
 from app.proxy.streaming import stream_response
 from app.proxy.upstream import UpstreamCall, UpstreamResponse, error_from_response, send
@@ -62,9 +57,13 @@ KEY_CACHE_MAX = 100_000
 class Estimate:
     """What the hold is computed from (DESIGN.md, "Holds")."""
 
-    input_tokens: int
+    input: InputSize
     requested_output: int | None  # the client's own limit, if it set one
     choices: int = 1
+
+    @property
+    def input_tokens(self) -> int:
+        return self.input.bound
 
 
 @dataclass
@@ -275,18 +274,11 @@ def measure_body(body: dict) -> tuple[int, int]:
     return text_bytes, images
 
 
-def estimate_input_tokens(body: dict, messages: int) -> int:
-    """A bound on the prompt's tokens: UTF-8 bytes of every string and number in the body, keys
-    included (a tool's JSON schema reaches the model whole; no token is shorter than a byte), a
-    fixed allowance per image instead of its encoded bytes, and framing allowances per message and
-    per request. Raises ProxyError 400 as `measure_body` does."""
+def measure_input(body: dict, messages: int) -> InputSize:
+    """What the body sends, for the hold's bound and the estimate (metering.InputSize). Raises
+    ProxyError 400 as `measure_body` does."""
     text_bytes, images = measure_body(body)
-    return (
-        text_bytes
-        + images * IMAGE_TOKEN_ALLOWANCE
-        + messages * MESSAGE_TOKEN_ALLOWANCE
-        + REQUEST_TOKEN_ALLOWANCE
-    )
+    return InputSize(text_bytes, images, messages)
 
 
 # --- the metered pipeline --------------------------------------------------------------------
@@ -318,7 +310,7 @@ def serve_metered(
         model=model.priced,
         request_id=request_id,
         hold_id=reservation.hold_id,
-        input_estimate=plan.estimate.input_tokens,
+        input_size=plan.estimate.input,
         output_limit=reservation.output_limit,
         gateway_set_limit=plan.estimate.requested_output is None,
         stream=plan.stream,

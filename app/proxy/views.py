@@ -25,9 +25,9 @@ from app.proxy.gateway import (
     Plan,
     admit_unmetered,
     authenticate,
-    estimate_input_tokens,
     json_response,
     measure_body,
+    measure_input,
     proxy_errors,
     resolve_model,
     serve_metered,
@@ -124,7 +124,7 @@ def chat_plan(body: dict, model) -> Plan:
         openai.refuse_service_tier(body)
     stream = bool(body.get("stream"))
     estimate = Estimate(
-        input_tokens=estimate_input_tokens(body, len(body["messages"])),
+        input=measure_input(body, len(body["messages"])),
         requested_output=openai.chat_output_limit(body),
         choices=openai.chat_choices(body),
     )
@@ -170,7 +170,7 @@ def responses_plan(body: dict, model) -> Plan:
     input_items = body["input"] if isinstance(body["input"], list) else [body["input"]]
     return Plan(
         Estimate(
-            input_tokens=estimate_input_tokens(body, len(input_items)),
+            input=measure_input(body, len(input_items)),
             requested_output=openai.responses_output_limit(body),
         ),
         stream,
@@ -278,7 +278,7 @@ def messages_plan(body: dict, model) -> Plan:
     headers = anthropic.forwarded_headers(request.headers)
     return Plan(
         Estimate(
-            input_tokens=estimate_input_tokens(body, len(body["messages"])),
+            input=measure_input(body, len(body["messages"])),
             requested_output=anthropic.output_limit(body),
         ),
         stream,
@@ -375,7 +375,7 @@ def generate_plan(body: dict, model, version: str, action: str) -> Plan:
     as_sse = request.args.get("alt") == "sse"
     return Plan(
         Estimate(
-            input_tokens=estimate_input_tokens(body, len(body["contents"])),
+            input=measure_input(body, len(body["contents"])),
             requested_output=gemini.output_limit(body),
             choices=gemini.candidate_count(body),
         ),
