@@ -1,4 +1,4 @@
-"""Public pages: home, pricing, terms; and the load balancer probes."""
+"""Public pages: home, pricing, the API documentation, terms; and the load balancer probes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from sqlalchemy import text
 
 from app.extensions import db, get_redis
 from app.models.catalog import PROVIDERS
-from app.public import bp
+from app.proxy.errors import ANTHROPIC, GOOGLE, OPENAI
+from app.public import bp, docs
 from app.services.catalog import enabled_models, price_table
 from app.services.terms import SUPPORT_EMAIL_MARKER, load_terms
 
 PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google", "xai": "xAI"}
 SEARCH_MAX = 100
+DIALECT_LABELS = {OPENAI: "/v1", ANTHROPIC: "/anthropic", GOOGLE: "/gemini"}
 
 
 @bp.get("/")
@@ -38,6 +40,28 @@ def pricing():
     if request.htmx and not request.htmx.history_restore_request:
         return render_template("public/partials/pricing_rows.html", **context)
     return render_template("public/pricing.html", **context)
+
+
+@bp.get("/docs")
+def api_docs():
+    limits = docs.limits()
+    return render_template(
+        "public/docs.html",
+        base=docs.base_url(),
+        models=docs.example_models(),
+        key_var=docs.KEY_VARIABLE,
+        placeholder=docs.KEY_PLACEHOLDER,
+        gemini_versions=docs.GEMINI_VERSIONS,
+        model_prefixes=list(docs.MODEL_PREFIXES),
+        error_rows=docs.error_rows(),
+        provider_error_rows=docs.provider_error_rows(),
+        no_retry_statuses=sorted(docs.NO_RETRY_STATUSES),
+        sample_errors=docs.sample_error_bodies(),
+        dialect_labels=DIALECT_LABELS,
+        limits=limits,
+        request_size=docs.byte_size(limits.max_request_bytes),
+        unpriceable=docs.unpriceable_features(),
+    )
 
 
 @bp.get("/terms")

@@ -52,6 +52,7 @@ SIGNATURE = "signature"
 ACCESS_RULES = {
     "public.home": PUBLIC,
     "public.pricing": PUBLIC,
+    "public.api_docs": PUBLIC,
     "public.terms": PUBLIC,
     "public.healthz": PUBLIC,
     "public.readyz": PUBLIC,
