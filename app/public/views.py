@@ -1,8 +1,9 @@
-"""Public pages: home, pricing, the API documentation, terms; and the load balancer probes."""
+"""Public pages: home, pricing, the API documentation, a page per model, terms; and the load
+balancer probes."""
 
 from __future__ import annotations
 
-from flask import current_app, jsonify, render_template, request
+from flask import current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import text
 
@@ -61,6 +62,33 @@ def api_docs():
         limits=limits,
         request_size=docs.byte_size(limits.max_request_bytes),
         unpriceable=docs.unpriceable_features(),
+    )
+
+
+@bp.get("/models/<path:model_id>")
+def model_page(model_id: str):
+    """A model's limits, every price and an example; a prefixed id (`openai/gpt-4o`) redirects
+    to its model's page, and an unknown or disabled model is a 404."""
+    model = docs.enabled_model(model_id)
+    if model is None:
+        canonical = docs.canonical_model_id(model_id)
+        if canonical is not None:
+            return redirect(url_for("public.model_page", model_id=canonical), 301)
+        return render_template(
+            "errors/error.html", code=404, message="OneKey offers no such model."
+        ), 404
+    thresholds, rows = docs.price_rows(price_table(model))
+    return render_template(
+        "public/model.html",
+        model=model,
+        thresholds=thresholds,
+        price_rows=rows,
+        input_kinds=docs.input_kinds(model.model_id),
+        routes=docs.model_routes(model),
+        prefixed_id=docs.PROVIDER_PREFIXES[model.provider] + model.model_id,
+        base=docs.base_url(),
+        key_var=docs.KEY_VARIABLE,
+        placeholder=docs.KEY_PLACEHOLDER,
     )
 
 
