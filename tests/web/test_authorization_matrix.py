@@ -52,6 +52,8 @@ SIGNATURE = "signature"
 ACCESS_RULES = {
     "public.home": PUBLIC,
     "public.pricing": PUBLIC,
+    "public.api_docs": PUBLIC,
+    "public.model_page": PUBLIC,
     "public.terms": PUBLIC,
     "public.healthz": PUBLIC,
     "public.readyz": PUBLIC,
@@ -233,6 +235,7 @@ PARAMETERS = {
     "event_id": lambda world, owner: world.event_id,
     "version": lambda world, owner: "v1beta",
     "model_action": lambda world, owner: "no-such-model:generateContent",
+    "model_id": lambda world, owner: "gpt-4.1",  # a catalogue id with a dot
 }
 # Parameters naming an object of one account: the portal answers another account's with a 404.
 OWNED_PARAMETERS = {"purchase_id", "request_id", "key_id"}
