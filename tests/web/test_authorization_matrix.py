@@ -69,6 +69,7 @@ ACCESS_RULES = {
     "portal.refusals": SIGNED_IN,  # a suspended customer may still see why requests fail
     "portal.usage": SIGNED_IN,
     "portal.credits": SIGNED_IN,
+    "portal.what_it_buys": SIGNED_IN,
     "portal.buy_credits": ACTIVE,
     "portal.purchase": SIGNED_IN,
     "portal.confirm_purchase": ACTIVE,
