@@ -28,7 +28,7 @@ from sqlalchemy import exc as sqlalchemy_exc
 
 from app.extensions import db, get_redis
 from app.models.types import UTCDateTime, utcnow
-from app.proxy import catalog_cache, limits
+from app.proxy import catalog_cache, limits, refusals
 from app.proxy.errors import GOOGLE, ProxyError, error_response
 from app.proxy.exchange import Caller, Exchange, settle
 from app.proxy.metering import InputSize, PricedModel
@@ -139,11 +139,14 @@ def authenticate(*, fresh: bool = True) -> Caller:
     if digest is not None and not fresh:
         cached = _known_keys.get(digest)
         if cached is not None and time.monotonic() - cached[1] < config["KEY_CACHE_SECONDS"]:
+            refusals.note_key(cached[0].key_id)
             return cached[0]
     row = None
     if digest is not None:
         with db.engine.connect() as conn:
             row = conn.execute(KEY_SQL, {"key_hash": digest, "now": utcnow()}).first()
+        if row is not None:
+            refusals.note_key(row.id)
     if row is None or row.revoked_at is not None or row.expired:
         refuse_invalid_key(
             "Invalid API key." if row is None else "This API key is revoked or expired."
@@ -293,6 +296,7 @@ def serve_metered(
 ) -> Response:
     """Run one metered request: `plan_for(model)` validates the request for its model (raising
     ProxyError) and says how to estimate, call and relay it."""
+    refusals.note_model(model_name)
     caller = authenticate(fresh=False)
     model = resolve_cached_model(model_name)
     plan = plan_for(model.priced)
@@ -453,6 +457,7 @@ def forward(exchange: Exchange, plan: Plan) -> Response:
     Whatever fails before the answer is under way releases the hold (settles at no charge).
     """
     app = current_app._get_current_object()
+    refusals.upstream_reached()
     try:
         response = call_upstream(exchange, plan.upstream_call(exchange))
         relay = plan.relay()
@@ -547,6 +552,7 @@ def proxy_errors(dialect: str) -> Callable:
             try:
                 return view(*args, **kwargs)
             except ProxyError as error:
+                refusals.record_refusal(error)
                 return error_response(error, dialect, g.request_id)
             except STORE_UNAVAILABLE as exc:
                 log.warning("proxy request refused, a store is unavailable: %s", type(exc).__name__)

@@ -15,6 +15,7 @@ from app.proxy import (
     bp,
     gemini,
     openai,
+    refusals,
     translate_anthropic,
     translate_gemini,
 )
@@ -304,11 +305,13 @@ def anthropic_count_tokens():
     """Free at Anthropic, so not metered; still needs a valid key, an Anthropic model the key may
     use, and a slot in the key's requests per minute."""
     body = read_json_body()
+    refusals.note_model(body.get("model"))
     caller = authenticate()
     model = resolve_model(body.get("model"))
     require_provider(model, "anthropic")
     measure_body(body)  # refuses what cannot be sent on
     admit_unmetered(caller, model)
+    refusals.upstream_reached()
     upstream = send(
         UpstreamCall(
             provider="anthropic",

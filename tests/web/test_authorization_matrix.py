@@ -68,8 +68,10 @@ ACCESS_RULES = {
     "portal.keys": SIGNED_IN,
     "portal.create_key": ACTIVE,
     "portal.revoke_key": SIGNED_IN,  # a suspended customer may still revoke a leaked key
+    "portal.refusals": SIGNED_IN,  # a suspended customer may still see why requests fail
     "portal.usage": SIGNED_IN,
     "portal.credits": SIGNED_IN,
+    "portal.what_it_buys": SIGNED_IN,
     "portal.buy_credits": ACTIVE,
     "portal.purchase": SIGNED_IN,
     "portal.confirm_purchase": ACTIVE,
@@ -244,6 +246,7 @@ QUERY_PARAMETERS = {
     "rest": lambda world, owner: "no/such/route",
     "portal.new_refund": {"purchase": "purchase_id"},
     "portal.create_refund": {"purchase": "purchase_id"},
+    "portal.refusals": {"key": "key_id"},
 }
 # Fields that take a post past validation to the rule under test (and change nothing).
 FORM_FIELDS = {"portal.confirm_purchase": {"payment_method": "pm_card_visa"}}
