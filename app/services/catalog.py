@@ -468,7 +468,7 @@ def acknowledge_raised_price(price: ModelPrice, *, actor_id: int | None, reason:
     """
     reason = _reason(reason)
     if price.raised_at is None:
-        raise CatalogConflict("reason", "This price was not raised by a sync.")
+        raise CatalogConflict("raised", "This price was not raised by a sync.")
     details = {
         "model": price.model.model_id,
         "class": price.token_class,
