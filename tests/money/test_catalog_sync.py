@@ -520,7 +520,7 @@ def test_item7_deprecated_model_stays_sold_with_its_retirement_date(synced, clie
         None,
     )
     row = client.get("/pricing?q=gpt-5-mini").get_data(as_text=True)
-    assert "Retires 2026-12-11; use <code>gpt-6.1-terra</code>" in row
+    assert "Retires 2026-12-11; use gpt-6.1-terra</small>" in row
     assert "Retires" not in client.get("/pricing?q=gpt-6.1-terra").get_data(as_text=True)
 
 

@@ -5,6 +5,7 @@ model, its forms loaded into the row on demand, lifecycle and price flags shown 
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import pytest
 from sqlalchemy import func, select
@@ -657,3 +658,14 @@ def test_item7_setting_or_resetting_a_raised_price_clears_its_mark(app, catalog,
     raise_by_sync(app)
     post(admin, f"/admin/catalog/prices/{pid}/reset", {"reason": "r"})
     assert not raised(app, pid)
+
+
+def test_item7_a_deprecated_model_past_its_retirement_date_is_flagged(app, catalog, admin):
+    pk = model_pk(app)
+    rows = model_rows(admin.get(PAGE).get_data(as_text=True), pk)
+    assert "retirement date passed" not in rows and "until 2027-01-14" in rows
+    with app.app_context():
+        db.session.get(CatalogModel, pk).retires_on = date(2026, 1, 1)
+        db.session.commit()
+    rows = model_rows(admin.get(PAGE).get_data(as_text=True), pk)
+    assert "retirement date passed" in rows and 'class="flag flag-warning"' in rows
