@@ -210,7 +210,9 @@ def _retires_on(entry: dict) -> date | None:
     return None if value is None else date.fromisoformat(value)
 
 
-def _sync_prices(model: CatalogModel, entry: dict, default_margin_bps: int, report) -> bool:
+def _sync_prices(
+    model: CatalogModel, entry: dict, default_margin_bps: int, report: SyncReport
+) -> bool:
     """Bring one model's prices to the file's; True when anything changed."""
     changed = False
     margin = margin_for(model, default_margin_bps)
