@@ -46,6 +46,10 @@ def register_cli(app: Flask) -> None:
         )
         for kept in report.kept_admin_prices:
             click.echo(f"kept admin-edited price (bundled file differs): {kept}", err=True)
+        for raised in report.raised_prices:
+            click.echo(f"raised admin-edited price above the new list price: {raised}", err=True)
+        for model_id in report.retired_disabled:
+            click.echo(f"disabled retired model (not sold): {model_id}", err=True)
 
     @users.command("create")
     @click.argument("email")

@@ -130,14 +130,14 @@ def wait_http(url: str, process: subprocess.Popen, what: str, timeout: float = 6
 TARGETS = [
     ("chat", "gpt-4o-mini", "openai"),
     ("chat", "claude-haiku-4-5", "anthropic"),
-    ("chat", "gemini-2.5-flash", "gemini"),
+    ("chat", "gemini-3.5-flash-lite", "gemini"),
     ("chat", "grok-3-mini", "xai"),
     ("responses", "gpt-4o-mini", "openai"),
     ("responses", "grok-3-mini", "xai"),
     ("messages", "claude-haiku-4-5", "anthropic"),
-    ("messages", "claude-sonnet-4-5", "anthropic"),
-    ("gemini", "gemini-2.5-flash", "gemini"),
-    ("gemini", "gemini-2.5-pro", "gemini"),
+    ("messages", "claude-sonnet-5-5", "anthropic"),
+    ("gemini", "gemini-3.5-flash-lite", "gemini"),
+    ("gemini", "gemini-3.1-pro-preview", "gemini"),
 ]
 
 

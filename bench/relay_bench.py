@@ -243,7 +243,7 @@ def gemini_generate(chunks: int) -> list[bytes]:
         body = {
             "candidates": [candidate],
             "usageMetadata": usage,
-            "modelVersion": "gemini-2.5-flash",
+            "modelVersion": "gemini-3.5-flash-lite",
             "responseId": "bench-gemini-response",
         }
         out.append(f"data: {_dumps(body)}\r\n\r\n".encode())
@@ -265,7 +265,7 @@ def cases():
 
     gpt = _model("openai", "gpt-4o-mini")
     claude = _model("anthropic", "claude-haiku-4-5")
-    flash = _model("google", "gemini-2.5-flash")
+    flash = _model("google", "gemini-3.5-flash-lite")
     return [
         (
             "chat 20, usage asked",

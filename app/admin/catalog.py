@@ -1,11 +1,15 @@
 """Admin pages for the model catalogue: enabling models, margins, sell prices.
 
-/pricing and /v1/models read the database on every request; the proxy caches models per process
-and its hold statement refuses a copy whose version an edit changed (app/proxy/catalog_cache.py), so
-an edit applies from the next request on everywhere.
+The page is one compact row per model (status, key prices, flags); a model's forms load into its
+row on demand (HTMX, or `?edit=<pk>` without JavaScript), and each edit answers with that model's
+rows again. /pricing and /v1/models read the database on every request; the proxy caches models per
+process and its hold statement refuses a copy whose version an edit changed
+(app/proxy/catalog_cache.py), so an edit applies from the next request on everywhere.
 """
 
 from __future__ import annotations
+
+from datetime import date
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -50,6 +54,44 @@ def _catalogue_sell_price(price: ModelPrice) -> int:
     return sell_price(price.list_price_nanos_per_mtok, margin)
 
 
+def _base_price(model: CatalogModel, token_class: str) -> ModelPrice | None:
+    return next(
+        (p for p in model.prices if p.tier_threshold_tokens == 0 and p.token_class == token_class),
+        None,
+    )
+
+
+def model_flags(model: CatalogModel, today: date | None = None) -> list[tuple[str, str, str]]:
+    """What an admin should notice about a model: (kind, short text, longer explanation)."""
+    today = today or date.today()
+    flags = []
+    raised = [p for p in model.prices if p.raised_at is not None]
+    if raised:
+        flags.append(
+            (
+                "warning",
+                f"{len(raised)} raised by sync",
+                "The list price rose above the sell price an admin had set; the sync raised it to "
+                "list × margin. Set a price, or acknowledge the raise.",
+            )
+        )
+    if model.status == "deprecated" and model.retires_on and model.retires_on <= today:
+        flags.append(
+            (
+                "warning",
+                "retirement date passed",
+                f"The provider retires it on {model.retires_on.isoformat()}; update the bundled "
+                "catalogue or disable it.",
+            )
+        )
+    edited = sum(p.admin_edited_at is not None for p in model.prices)
+    if edited:
+        flags.append(("info", f"{edited} edited", "Sell prices set by an admin, kept by syncs."))
+    if model.margin_bps is not None:
+        flags.append(("info", f"margin {model.margin_bps} bps", "A margin of its own."))
+    return flags
+
+
 @bp.context_processor
 def catalog_helpers() -> dict:
     return {
@@ -59,6 +101,8 @@ def catalog_helpers() -> dict:
         "price_label": _price_label,
         "plain_credits": nanos_to_credits,
         "default_margin_bps": current_app.config["MARGIN_BPS"],
+        "base_price": _base_price,
+        "model_flags": model_flags,
     }
 
 
@@ -68,7 +112,8 @@ def _is_fragment_request() -> bool:
 
 @bp.get("/catalog")
 def catalog():
-    return render_template("admin/catalog.html", **_catalog_context())
+    editing = request.args.get("edit", type=int)
+    return render_template("admin/catalog.html", **_catalog_context(editing=editing))
 
 
 def _catalog_context(**extra) -> dict:
@@ -77,24 +122,58 @@ def _catalog_context(**extra) -> dict:
         .options(selectinload(CatalogModel.prices))
         .order_by(CatalogModel.provider, CatalogModel.model_id)
     ).all()
-    return {"models": models, "failed": None, "notice": None, **extra}
+    context = {"models": models, "failed": None, "notice": None, "editing": None, **extra}
+    context["warnings"] = sum(
+        any(kind == "warning" for kind, _, _ in model_flags(m)) for m in models
+    )
+    return context
+
+
+def _model_rows(model: CatalogModel, *, expanded: bool, status: int = 200, **extra):
+    return render_template(
+        "admin/partials/catalog_model.html",
+        model=model,
+        expanded=expanded,
+        failed=extra.get("failed"),
+        notice=extra.get("notice"),
+    ), status
+
+
+@bp.get("/catalog/models/<int:model_pk>")
+def catalog_model_edit(model_pk: int):
+    """A model's rows with its forms open (HTMX); without JavaScript, the page opened at it."""
+    model = _model_or_404(model_pk, lock=False)
+    if not _is_fragment_request():
+        return redirect(
+            url_for("admin.catalog", edit=model.id, _anchor=f"catalog-model-{model.id}")
+        )
+    return _model_rows(model, expanded=True)
+
+
+@bp.get("/catalog/models/<int:model_pk>/row")
+def catalog_model_row(model_pk: int):
+    """A model's summary row alone (closing its forms)."""
+    model = _model_or_404(model_pk, lock=False)
+    if not _is_fragment_request():
+        return redirect(url_for("admin.catalog", _anchor=f"catalog-model-{model.id}"))
+    return _model_rows(model, expanded=False)
 
 
 def _answer(model: CatalogModel, status: int, message: str | None = None, failed=None):
-    """The model's section (HTMX), else a redirect with a flash, or the page with the errors."""
+    """The model's rows, forms open (HTMX); else a redirect with a flash to the page opened at the
+    model, or that page with the refused form and its errors."""
     category = "success" if status == 200 else "error"
     if _is_fragment_request():
-        return render_template(
-            "admin/partials/catalog_model.html",
-            model=model,
-            failed=failed,
-            notice=(category, message) if message else None,
-        ), status
+        notice = (category, message) if message else None
+        return _model_rows(model, expanded=True, status=status, failed=failed, notice=notice)
     if message:
         flash(message, category)
     if status == 200:
-        return redirect(url_for("admin.catalog", _anchor=f"catalog-model-{model.id}"))
-    return render_template("admin/catalog.html", **_catalog_context(failed=failed)), status
+        return redirect(
+            url_for("admin.catalog", edit=model.id, _anchor=f"catalog-model-{model.id}")
+        )
+    context = _catalog_context(failed=failed, editing=model.id)
+    return render_template("admin/catalog.html", **context), status
 
 
 def _apply(model: CatalogModel, form: ReasonForm, spot: str, change, done: str):
@@ -117,8 +196,8 @@ def _apply(model: CatalogModel, form: ReasonForm, spot: str, change, done: str):
     return _answer(model, 200, done)
 
 
-def _model_or_404(model_pk: int) -> CatalogModel:
-    model = db.session.get(CatalogModel, model_pk, with_for_update=True)
+def _model_or_404(model_pk: int, *, lock: bool = True) -> CatalogModel:
+    model = db.session.get(CatalogModel, model_pk, with_for_update=lock)
     if model is None:
         abort(404)
     return model
@@ -197,4 +276,19 @@ def reset_price(price_id: int):
             price, actor_id=current_user.id, reason=form.reason.data
         ),
         f"{_price_label(price)}: back to the catalogue price.",
+    )
+
+
+@bp.post("/catalog/prices/<int:price_id>/acknowledge")
+def acknowledge_raise(price_id: int):
+    price = _price_or_404(price_id)
+    form = ReasonForm()
+    return _apply(
+        price.model,
+        form,
+        f"acknowledge-{price.id}",
+        lambda: catalog_service.acknowledge_raised_price(
+            price, actor_id=current_user.id, reason=form.reason.data
+        ),
+        f"{_price_label(price)}: the raised price is acknowledged.",
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Integer,
     String,
@@ -21,12 +22,16 @@ from app.models.types import UTCDateTime, utcnow
 
 PROVIDERS = ("openai", "anthropic", "google", "xai")
 PRICE_CLASSES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+# A provider's lifecycle of a model: sold while active or deprecated (until `retires_on`), never
+# once retired.
+MODEL_STATUSES = ("active", "deprecated", "retired")
 
 
 class CatalogModel(db.Model):
     __tablename__ = "catalog_models"
     __table_args__ = (
         CheckConstraint("provider IN ('openai', 'anthropic', 'google', 'xai')", name="provider"),
+        CheckConstraint("status IN ('active', 'deprecated', 'retired')", name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -40,6 +45,11 @@ class CatalogModel(db.Model):
     margin_bps: Mapped[int | None] = mapped_column(Integer)
     price_source: Mapped[str | None] = mapped_column(Text)
     price_date: Mapped[str | None] = mapped_column(String(10))
+    # The provider's lifecycle, from the bundled file (migration 0010): a deprecated model is sold
+    # until `retires_on`, a retired one never (sync disables it; its rows stay, usage names it).
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
+    retires_on: Mapped[date | None] = mapped_column(Date)
+    replacement_model_id: Mapped[str | None] = mapped_column(String(128))
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     # A new random value with every change to the model or its prices, set by database triggers
     # (migration 0003) whoever makes the change: the proxy caches models per process, and its hold
@@ -76,5 +86,18 @@ class ModelPrice(db.Model):
     sell_price_nanos_per_mtok: Mapped[int] = mapped_column("sell_price", BigInteger, nullable=False)
     # Set when an admin edited this price; catalogue sync then leaves it alone.
     admin_edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Where the list price was read, and when (migration 0010).
+    source: Mapped[str | None] = mapped_column(Text)
+    as_of: Mapped[date | None] = mapped_column(Date)
+    # Set when a sync found the provider's list price risen above the sell price an admin had set,
+    # and raised the sell price to list × margin: what it was before, shown on the admin page until
+    # an admin sets the price, resets it or acknowledges the change.
+    raised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    raised_from_sell_nanos_per_mtok: Mapped[int | None] = mapped_column(
+        "raised_from_sell", BigInteger
+    )
+    raised_from_list_nanos_per_mtok: Mapped[int | None] = mapped_column(
+        "raised_from_list", BigInteger
+    )
 
     model = relationship("CatalogModel", back_populates="prices")

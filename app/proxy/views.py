@@ -212,6 +212,11 @@ def list_models():
                 "context_length": model.context_length,
                 "max_completion_tokens": model.max_output_tokens,
             },
+            # OpenAI's own model list names a retirement `shutdown_date` (YYYY-MM-DD or null);
+            # the replacement is OneKey's addition. Clients ignore fields they do not know.
+            "status": model.status,
+            "shutdown_date": model.retires_on.isoformat() if model.retires_on else None,
+            "replacement": model.replacement_model_id,
         }
         long_tiers = [
             {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from flask import current_app
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import CatalogModel, ModelPrice
-from app.models.catalog import PRICE_CLASSES, PROVIDERS
+from app.models.catalog import MODEL_STATUSES, PRICE_CLASSES, PROVIDERS
 from app.models.types import utcnow
 from app.services.accounts import AccountError, clean_reason, record_audit
 from app.services.money import MAX_NANOCREDITS, nanos_to_credits
@@ -41,12 +42,31 @@ class SyncReport:
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    # Prices an admin edited that differ from the bundled file; kept, and reported.
+    # Prices an admin edited whose list price the file changed; the sell price, still at or above
+    # the new list price, is kept, and reported.
     kept_admin_prices: list[str] = field(default_factory=list)
+    # Prices an admin edited whose list price rose above the sell price: raised to list × margin,
+    # marked on the admin page, and reported.
+    raised_prices: list[str] = field(default_factory=list)
+    # Models the file says their provider retired, disabled by this sync (or added disabled).
+    retired_disabled: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BundledPrice:
+    """One list price of the bundled file: nanocredits per 1M tokens, where and when it was read."""
+
+    nanos_per_mtok: int
+    source: str
+    as_of: date
 
 
 def load_catalog(path: Path = CATALOG_PATH) -> list[dict]:
-    """The bundled entries, validated; raises ValueError naming the first bad entry."""
+    """The bundled entries, validated; raises ValueError naming the first bad entry.
+
+    Every price needs its source (an https URL) and the date it was read (`as_of`); a deprecated
+    model needs its retirement date and a replacement that the file holds as active.
+    """
     data = json.loads(path.read_text())
     entries = data["models"]
     seen: set[str] = set()
@@ -61,10 +81,55 @@ def load_catalog(path: Path = CATALOG_PATH) -> list[dict]:
             unknown = set(tier) - set(PRICE_CLASSES)
             if unknown or not {"input", "output"} <= set(tier):
                 raise ValueError(f"{model_id}: bad price classes {sorted(tier)}")
+            for token_class, price in tier.items():
+                _bundled_price(model_id, token_class, price)
+        _check_lifecycle(entry)
+    statuses = {entry["id"]: entry["status"] for entry in entries}
+    for entry in entries:
+        replacement = entry.get("replacement")
+        if replacement is None:
+            continue
+        if replacement == entry["id"] or replacement not in statuses:
+            raise ValueError(f"{entry['id']}: replacement {replacement!r} is not in the catalogue")
+        if entry["status"] == "deprecated" and statuses[replacement] != "active":
+            raise ValueError(f"{entry['id']}: replacement {replacement!r} is not active")
+        if statuses[replacement] == "retired":
+            raise ValueError(f"{entry['id']}: replacement {replacement!r} is retired")
     return entries
 
 
-def _tiers(entry: dict) -> dict[int, dict[str, str]]:
+def _check_lifecycle(entry: dict) -> None:
+    model_id, status = entry["id"], entry.get("status")
+    if status not in MODEL_STATUSES:
+        raise ValueError(f"{model_id}: status must be one of {', '.join(MODEL_STATUSES)}")
+    retires_on = entry.get("retires_on")
+    if retires_on is not None:
+        _iso_date(model_id, "retires_on", retires_on)
+    if status == "deprecated" and (retires_on is None or not entry.get("replacement")):
+        raise ValueError(f"{model_id}: a deprecated model needs retires_on and a replacement")
+    if status == "active" and retires_on is not None:
+        raise ValueError(f"{model_id}: an active model has no retirement date")
+
+
+def _iso_date(model_id: str, name: str, value) -> date:
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{model_id}: {name} {value!r} is not a YYYY-MM-DD date") from None
+
+
+def _bundled_price(model_id: str, token_class: str, price) -> BundledPrice:
+    """Raises ValueError for a price without a plain USD figure, an https source or its date."""
+    if not isinstance(price, dict):
+        raise ValueError(f"{model_id} {token_class}: a price is {{usd, source, as_of}}")
+    source = price.get("source")
+    if not isinstance(source, str) or not source.startswith("https://"):
+        raise ValueError(f"{model_id} {token_class}: the price needs its https source")
+    as_of = _iso_date(model_id, f"{token_class} as_of", price.get("as_of"))
+    return BundledPrice(usd_per_mtok_to_nanos(price.get("usd")), source, as_of)
+
+
+def _tiers(entry: dict) -> dict[int, dict]:
     tiers = {0: entry["prices"]}
     if entry.get("long_context"):
         tiers[int(entry["long_context"]["threshold_tokens"])] = entry["long_context"]["prices"]
@@ -76,74 +141,154 @@ def margin_for(model: CatalogModel, default_margin_bps: int) -> int:
 
 
 def sync_catalog(default_margin_bps: int, path: Path = CATALOG_PATH) -> SyncReport:
-    """Load the bundled catalogue: add new models, update list prices and sell prices.
+    """Load the bundled catalogue: add new models, update lifecycles, list prices and sell prices.
 
-    Idempotent. A price an admin edited is never overwritten; a difference is reported instead.
-    Models no longer in the file are left as they are (an admin disables them).
+    Idempotent. A model the file says is retired is disabled (never deleted: usage names it) and
+    reported; an admin can enable a deprecated one, not a retired one. Models no longer in the file
+    are left as they are (an admin disables them). List prices always follow the file (they are
+    the provider's); a sell price an admin set is kept while it is at or above the list price.
+
+    When a list price rises above a sell price an admin set, the sync raises that sell price to
+    list × margin and marks it for the admin page, rather than refusing the new list price:
+    refusing would leave the catalogue claiming a cost the provider no longer charges, and every
+    request in the meantime would be sold under cost. The raise keeps "never under cost" at once;
+    the mark (and the audit entry) makes the overridden edit impossible to miss.
     """
     report = SyncReport()
     existing = {m.model_id: m for m in db.session.scalars(select(CatalogModel))}
     for entry in load_catalog(path):
         model = existing.get(entry["id"])
         changed = False
-        if model is None:
-            model = CatalogModel(model_id=entry["id"], provider=entry["provider"], enabled=True)
+        added = model is None
+        if added:
+            model = CatalogModel(
+                model_id=entry["id"], provider=entry["provider"], enabled=True, status="active"
+            )
             db.session.add(model)
             report.added.append(entry["id"])
+        base_input = _bundled_price(entry["id"], "input", entry["prices"]["input"])
         for attr, value in (
             ("provider", entry["provider"]),
             ("name", entry["name"]),
             ("context_length", int(entry["context_length"])),
             ("max_output_tokens", int(entry["max_output_tokens"])),
-            ("price_source", entry.get("source")),
-            ("price_date", entry.get("price_date")),
+            ("price_source", base_input.source),
+            ("price_date", base_input.as_of.isoformat()),
+            ("status", entry["status"]),
+            ("retires_on", _retires_on(entry)),
+            ("replacement_model_id", entry.get("replacement")),
         ):
             if getattr(model, attr) != value:
                 setattr(model, attr, value)
                 changed = True
-        margin = margin_for(model, default_margin_bps)
-        current = {(p.tier_threshold_tokens, p.token_class): p for p in model.prices}
-        wanted = {
-            (threshold, token_class): usd_per_mtok_to_nanos(price)
-            for threshold, classes in _tiers(entry).items()
-            for token_class, price in classes.items()
-        }
-        for (threshold, token_class), list_price in wanted.items():
-            price = current.get((threshold, token_class))
-            if price is None:
-                model.prices.append(
-                    ModelPrice(
-                        tier_threshold_tokens=threshold,
-                        token_class=token_class,
-                        list_price_nanos_per_mtok=list_price,
-                        sell_price_nanos_per_mtok=sell_price(list_price, margin),
-                    )
+        if model.status == "retired" and model.enabled:
+            model.enabled = False
+            changed = True
+            report.retired_disabled.append(entry["id"])
+            if not added:
+                record_audit(
+                    actor_id=None,
+                    action="catalog.sync_retired",
+                    target_account_id=None,
+                    reason="retired by its provider (bundled catalogue)",
+                    details={"model": entry["id"], "replacement": model.replacement_model_id},
                 )
-                changed = True
-            elif price.admin_edited_at is not None:
-                if price.list_price_nanos_per_mtok != list_price:
-                    report.kept_admin_prices.append(f"{entry['id']} {token_class} tier>{threshold}")
-            else:
-                new_sell = sell_price(list_price, margin)
-                if (price.list_price_nanos_per_mtok, price.sell_price_nanos_per_mtok) != (
-                    list_price,
-                    new_sell,
-                ):
-                    price.list_price_nanos_per_mtok = list_price
-                    price.sell_price_nanos_per_mtok = new_sell
-                    changed = True
-        for key, price in current.items():
-            if key not in wanted and price.admin_edited_at is None:
-                model.prices.remove(price)
-                changed = True
+        if _sync_prices(model, entry, default_margin_bps, report):
+            changed = True
         if changed:
             model.synced_at = utcnow()
-            if entry["id"] not in report.added:
+            if not added:
                 report.updated.append(entry["id"])
-        elif entry["id"] not in report.added:
+        elif not added:
             report.unchanged.append(entry["id"])
     db.session.flush()
     return report
+
+
+def _retires_on(entry: dict) -> date | None:
+    value = entry.get("retires_on")
+    return None if value is None else date.fromisoformat(value)
+
+
+def _sync_prices(
+    model: CatalogModel, entry: dict, default_margin_bps: int, report: SyncReport
+) -> bool:
+    """Bring one model's prices to the file's; True when anything changed."""
+    changed = False
+    margin = margin_for(model, default_margin_bps)
+    current = {(p.tier_threshold_tokens, p.token_class): p for p in model.prices}
+    wanted = {
+        (threshold, token_class): _bundled_price(entry["id"], token_class, price)
+        for threshold, classes in _tiers(entry).items()
+        for token_class, price in classes.items()
+    }
+    for (threshold, token_class), bundled in wanted.items():
+        list_price = bundled.nanos_per_mtok
+        price = current.get((threshold, token_class))
+        label = f"{entry['id']} {token_class} tier>{threshold}"
+        if price is None:
+            model.prices.append(
+                ModelPrice(
+                    tier_threshold_tokens=threshold,
+                    token_class=token_class,
+                    list_price_nanos_per_mtok=list_price,
+                    sell_price_nanos_per_mtok=sell_price(list_price, margin),
+                    source=bundled.source,
+                    as_of=bundled.as_of,
+                )
+            )
+            changed = True
+            continue
+        if (price.source, price.as_of) != (bundled.source, bundled.as_of):
+            price.source, price.as_of = bundled.source, bundled.as_of
+            changed = True
+        old_list = price.list_price_nanos_per_mtok
+        if old_list != list_price:
+            price.list_price_nanos_per_mtok = list_price
+            changed = True
+        if price.admin_edited_at is not None:
+            if price.sell_price_nanos_per_mtok < list_price:
+                _raise_edited_price(price, old_list, sell_price(list_price, margin))
+                report.raised_prices.append(
+                    f"{label}: sell {nanos_to_credits(price.raised_from_sell_nanos_per_mtok)} "
+                    f"-> {nanos_to_credits(price.sell_price_nanos_per_mtok)} "
+                    f"(list {nanos_to_credits(old_list)} -> {nanos_to_credits(list_price)})"
+                )
+                changed = True
+            elif old_list != list_price:
+                report.kept_admin_prices.append(label)
+            continue
+        new_sell = sell_price(list_price, margin)
+        if price.sell_price_nanos_per_mtok != new_sell:
+            price.sell_price_nanos_per_mtok = new_sell
+            changed = True
+    for key, price in current.items():
+        if key not in wanted and price.admin_edited_at is None:
+            model.prices.remove(price)
+            changed = True
+    return changed
+
+
+def _raise_edited_price(price: ModelPrice, old_list: int, new_sell: int) -> None:
+    """An admin's sell price the list price rose above: back to the catalogue price, marked."""
+    old_sell = price.sell_price_nanos_per_mtok
+    price.raised_at = utcnow()
+    price.raised_from_sell_nanos_per_mtok = old_sell
+    price.raised_from_list_nanos_per_mtok = old_list
+    price.sell_price_nanos_per_mtok = new_sell
+    price.admin_edited_at = None
+    record_audit(
+        actor_id=None,
+        action="catalog.sync_raised_price",
+        target_account_id=None,
+        reason="the list price rose above the sell price an admin had set",
+        details={
+            "model": price.model.model_id,
+            **_price_change(price, old_sell, new_sell),
+            "old_list": old_list,
+            "new_list": price.list_price_nanos_per_mtok,
+        },
+    )
 
 
 def enabled_models(provider: str | None = None, search: str | None = None) -> list[CatalogModel]:
@@ -192,12 +337,21 @@ def set_model_enabled(
 ) -> None:
     """Offer a model (or stop offering it) on /pricing, /v1/models and the proxy, at once.
 
-    Raises CatalogError without a reason, CatalogConflict when it already is in that state.
+    Raises CatalogError without a reason or to enable a model its provider retired (requests to it
+    fail, or are answered and billed by another model), CatalogConflict when it already is in that
+    state.
     """
     reason = _reason(reason)
     if model.enabled == enabled:
         state = "enabled" if enabled else "disabled"
         raise CatalogConflict("enabled", f"{model.model_id} is already {state}.")
+    if enabled and model.status == "retired":
+        instead = (
+            f"; offer {model.replacement_model_id} instead" if model.replacement_model_id else ""
+        )
+        raise CatalogError(
+            "enabled", f"{model.model_id} is retired by its provider and cannot be sold{instead}."
+        )
     model.enabled = enabled
     db.session.flush()
     record_audit(
@@ -275,6 +429,7 @@ def set_sell_price(
     old = price.sell_price_nanos_per_mtok
     price.sell_price_nanos_per_mtok = sell_nanos_per_mtok
     price.admin_edited_at = utcnow()
+    _clear_raise(price)
     db.session.flush()
     record_audit(
         actor_id=actor_id,
@@ -297,6 +452,7 @@ def reset_price_to_catalogue(price: ModelPrice, *, actor_id: int | None, reason:
     )
     price.sell_price_nanos_per_mtok = new
     price.admin_edited_at = None
+    _clear_raise(price)
     db.session.flush()
     record_audit(
         actor_id=actor_id,
@@ -305,3 +461,36 @@ def reset_price_to_catalogue(price: ModelPrice, *, actor_id: int | None, reason:
         reason=reason,
         details={"model": price.model.model_id, **_price_change(price, old, new)},
     )
+
+
+def acknowledge_raised_price(price: ModelPrice, *, actor_id: int | None, reason: str) -> None:
+    """Accept the sell price a sync raised (the mark goes; the price stays list × margin).
+
+    Raises CatalogError without a reason, CatalogConflict when the price carries no such mark.
+    """
+    reason = _reason(reason)
+    if price.raised_at is None:
+        raise CatalogConflict("raised", "This price was not raised by a sync.")
+    details = {
+        "model": price.model.model_id,
+        "class": price.token_class,
+        "tier": price.tier_threshold_tokens,
+        "raised_at": price.raised_at.isoformat(),
+        "old_sell": price.raised_from_sell_nanos_per_mtok,
+        "sell": price.sell_price_nanos_per_mtok,
+    }
+    _clear_raise(price)
+    db.session.flush()
+    record_audit(
+        actor_id=actor_id,
+        action="catalog.acknowledge_raise",
+        target_account_id=None,
+        reason=reason,
+        details=details,
+    )
+
+
+def _clear_raise(price: ModelPrice) -> None:
+    price.raised_at = None
+    price.raised_from_sell_nanos_per_mtok = None
+    price.raised_from_list_nanos_per_mtok = None

@@ -152,7 +152,7 @@ def test_pricing_filters_narrow_the_rows(app, catalog, page):
     page.goto("/pricing")
     everything = _model_ids(page)
     assert len(everything) >= 20
-    assert {"gpt-5", "claude-sonnet-4-5", "gemini-2.5-flash", "grok-4"} <= set(everything)
+    assert {"gpt-5", "claude-sonnet-5-5", "gemini-3.5-flash-lite", "grok-4.3"} <= set(everything)
     page.evaluate("window.__stillHere = true")
 
     with page.expect_response(_is_pricing_fragment):
@@ -167,7 +167,7 @@ def test_pricing_filters_narrow_the_rows(app, catalog, page):
     with page.expect_response(_is_pricing_fragment):
         page.get_by_label("Search models").fill("sonnet")
     expect(page).to_have_url(re.compile(r"q=sonnet"))
-    assert _model_ids(page) == ["claude-sonnet-4-5"]
+    assert _model_ids(page) == ["claude-sonnet-5-5"]
 
     # Back to every provider: the search alone still narrows, across providers.
     with page.expect_response(_is_pricing_fragment):

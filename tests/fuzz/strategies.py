@@ -119,7 +119,7 @@ ROUTES = [
         OPENAI,
         tuple(
             chat(model, **stream)
-            for model in ("gpt-4o-mini", "grok-3-mini", "claude-haiku-4-5", "gemini-2.5-flash")
+            for model in ("gpt-4o-mini", "grok-3-mini", "claude-haiku-4-5", "gemini-3.5-flash-lite")
             for stream in ({}, {"stream": True, "stream_options": {"include_usage": True}})
         ),
     ),
@@ -138,13 +138,17 @@ ROUTES = [
     ),
     Route(
         "POST",
-        GEMINI_PATH.format(version="v1beta", model="gemini-2.5-flash", action="generateContent"),
+        GEMINI_PATH.format(
+            version="v1beta", model="gemini-3.5-flash-lite", action="generateContent"
+        ),
         GOOGLE,
         (generate(),),
     ),
     Route(
         "POST",
-        GEMINI_PATH.format(version="v1", model="gemini-2.5-flash", action="streamGenerateContent")
+        GEMINI_PATH.format(
+            version="v1", model="gemini-3.5-flash-lite", action="streamGenerateContent"
+        )
         + "?alt=sse",
         GOOGLE,
         (generate(),),

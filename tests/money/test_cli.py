@@ -469,28 +469,55 @@ def test_catalog_sync_is_idempotent(app, runner):
     assert after == before
 
 
-def test_catalog_sync_reports_kept_admin_prices_on_stderr(app, runner):
-    assert invoke(runner, "catalog", "sync").exit_code == 0
+def _edit_o3_output(app, list_price: int, sell_price: int) -> None:
     with app.app_context():
         db.session.execute(
             text(
-                "UPDATE model_prices SET list_price = 1, sell_price = 2, admin_edited_at = :now "
-                "WHERE token_class = 'output' AND model_pk = "
+                "UPDATE model_prices SET list_price = :list, sell_price = :sell, "
+                "admin_edited_at = :now WHERE token_class = 'output' AND model_pk = "
                 "(SELECT id FROM catalog_models WHERE model_id = 'o3')"
             ),
-            {"now": utcnow().replace(tzinfo=None)},
+            {"list": list_price, "sell": sell_price, "now": utcnow().replace(tzinfo=None)},
         )
         db.session.commit()
+
+
+def _o3_output(app) -> tuple[int, int]:
+    with app.app_context():
+        return tuple(
+            db.session.execute(
+                text(
+                    "SELECT list_price, sell_price FROM model_prices WHERE token_class = 'output' "
+                    "AND model_pk = (SELECT id FROM catalog_models WHERE model_id = 'o3')"
+                )
+            ).one()
+        )
+
+
+def test_catalog_sync_reports_kept_admin_prices_on_stderr(app, runner):
+    first = invoke(runner, "catalog", "sync")
+    assert first.exit_code == 0
+    # Issue 11 item 7: the retired models are not sold, and the first sync says so.
+    assert "disabled retired model (not sold): grok-4\n" in first.stderr
+    # An older file listed o3's output at 1 nanocredit; the admin sells it above today's list price.
+    _edit_o3_output(app, 1, 9_000_000_000)
     result = invoke(runner, "catalog", "sync")
     assert result.exit_code == 0
-    assert "o3 output tier>0" in result.stderr
-    with app.app_context():
-        assert db.session.execute(
-            text(
-                "SELECT list_price, sell_price FROM model_prices WHERE token_class = 'output' "
-                "AND model_pk = (SELECT id FROM catalog_models WHERE model_id = 'o3')"
-            )
-        ).one() == (1, 2)
+    assert "kept admin-edited price (bundled file differs): o3 output tier>0" in result.stderr
+    assert _o3_output(app) == (8_000_000_000, 9_000_000_000)
+
+
+def test_catalog_sync_raises_an_edited_price_the_list_price_passed(app, runner):
+    """Issue 11 item 7: never below cost; the raise is reported and the admin page flags it."""
+    assert invoke(runner, "catalog", "sync").exit_code == 0
+    _edit_o3_output(app, 1, 2)
+    result = invoke(runner, "catalog", "sync")
+    assert result.exit_code == 0
+    assert (
+        "raised admin-edited price above the new list price: "
+        "o3 output tier>0: sell 0.000000002 -> 8.8 (list 0.000000001 -> 8)"
+    ) in result.stderr
+    assert _o3_output(app) == (8_000_000_000, 8_800_000_000)
 
 
 # --- flask holds expire --------------------------------------------------------------------------

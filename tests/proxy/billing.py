@@ -58,7 +58,11 @@ def expected_cost(model_id: str, classes: dict[str, int], prompt_tokens: int) ->
             price.sell_price_nanos_per_mtok
         )
     tier = max(t for t in tiers if t == 0 or prompt_tokens > t)
-    total = sum(count * tiers[tier][name] for name, count in classes.items() if count)
+    # A class the catalogue lists no price for bills at the tier's input price.
+    prices = tiers[tier]
+    total = sum(
+        count * prices.get(name, prices["input"]) for name, count in classes.items() if count
+    )
     return (2 * total + 1_000_000) // 2_000_000  # half-up, once per request
 
 

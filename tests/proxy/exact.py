@@ -40,12 +40,17 @@ def sell_tiers(app, model_id: str) -> dict[int, dict[str, int]]:
     tiers = {0: entry["prices"]}
     if entry.get("long_context"):
         tiers[int(entry["long_context"]["threshold_tokens"])] = entry["long_context"]["prices"]
-    return {
+    sell = {
         threshold: {
-            name: sell_price(usd_per_mtok_to_nanos(v), margin) for name, v in prices.items()
+            name: sell_price(usd_per_mtok_to_nanos(v["usd"]), margin) for name, v in prices.items()
         }
         for threshold, prices in tiers.items()
     }
+    # A class the catalogue lists no price for bills at the tier's input price.
+    for prices in sell.values():
+        for name in CLASSES:
+            prices.setdefault(name, prices["input"])
+    return sell
 
 
 def expected_cost(app, model_id: str, classes: dict[str, int], prompt_tokens: int):

@@ -58,7 +58,7 @@ def test_query_string_keys_never_reach_the_access_log(live_server, funded_key):
             lambda b: b["error"]["type"] == "authentication_error",
         ),
         (
-            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            "/gemini/v1beta/models/gemini-3.5-flash-lite:generateContent",
             lambda k: {"x-goog-api-key": k},
             lambda b: b["error"]["status"] == "UNAUTHENTICATED",
         ),
@@ -170,7 +170,7 @@ def test_client_limit_is_never_silently_capped(app, live_server, fakes, funded_k
     response = post(
         live_server,
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": "claude-opus-4-1", "max_tokens": 32_000, "messages": BODY["messages"]},
+        json={"model": "claude-opus-5-5", "max_tokens": 32_000, "messages": BODY["messages"]},
     )
     assert response.status_code == 402
     affordable = response.json()["error"]["metadata"]["max_affordable_output_tokens"]
@@ -178,7 +178,7 @@ def test_client_limit_is_never_silently_capped(app, live_server, fakes, funded_k
     response = post(
         live_server,
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": "claude-opus-4-1", "max_tokens": affordable, "messages": BODY["messages"]},
+        json={"model": "claude-opus-5-5", "max_tokens": affordable, "messages": BODY["messages"]},
     )
     assert response.status_code == 200
     assert "x-onekey-max-tokens" not in response.headers

@@ -17,8 +17,14 @@ ROUTES = {
     "/v1/chat/completions": ("openai", "gpt-4o-mini"),
     "/v1/responses": ("openai", "gpt-5-mini"),
     "/anthropic/v1/messages": ("anthropic", "claude-haiku-4-5"),
-    "/gemini/v1beta/models/gemini-2.5-flash:generateContent": ("google", "gemini-2.5-flash"),
-    "/gemini/v1/models/gemini-2.5-flash:streamGenerateContent": ("google", "gemini-2.5-flash"),
+    "/gemini/v1beta/models/gemini-3.5-flash-lite:generateContent": (
+        "google",
+        "gemini-3.5-flash-lite",
+    ),
+    "/gemini/v1/models/gemini-3.5-flash-lite:streamGenerateContent": (
+        "google",
+        "gemini-3.5-flash-lite",
+    ),
 }
 
 json_values = st.recursive(

@@ -14,7 +14,7 @@ from app.extensions import db
 from app.models import Account, UsageRecord
 from app.services.ledger import check_invariants
 
-GEMINI = "/gemini/v1beta/models/gemini-2.5-flash:generateContent"
+GEMINI = "/gemini/v1beta/models/gemini-3.5-flash-lite:generateContent"
 DIALECTS = {
     "/v1/chat/completions": "openai",
     "/v1/responses": "openai",
@@ -40,7 +40,7 @@ def route_bodies(schema: object = SCHEMA, text: str = "hi") -> list[tuple[str, d
                 "tools": [chat_tool],
             },
         )
-        for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash")
+        for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-3.5-flash-lite")
     ]
     bodies += [
         (
@@ -185,7 +185,7 @@ def test_a_lone_surrogate_in_the_model_name_is_not_found(app, live_server, funde
 
 
 @pytest.mark.parametrize("levels", [500, 50_000])
-@pytest.mark.parametrize("model", ["claude-haiku-4-5", "gemini-2.5-flash"])
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "gemini-3.5-flash-lite"])
 def test_deep_nesting_inside_tool_call_arguments_is_a_400_before_any_hold(
     app, live_server, fakes, funded_key, model, levels
 ):

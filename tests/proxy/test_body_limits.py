@@ -17,7 +17,7 @@ from tests.proxy.conftest import LiveServer
 
 LIMIT = 64 * 1024
 FORM_LIMIT = 16 * 1024
-GEMINI = "/gemini/v1beta/models/gemini-2.5-flash:generateContent"
+GEMINI = "/gemini/v1beta/models/gemini-3.5-flash-lite:generateContent"
 ROUTES = {
     "/v1/chat/completions": lambda text: {
         "model": "gpt-4o-mini",

@@ -82,7 +82,7 @@ CHAT_TOOLS = [
         },
     }
 ]
-CHAT_MODELS = ("gpt-4o-mini", "grok-3-mini", "claude-haiku-4-5", "gemini-2.5-flash")
+CHAT_MODELS = ("gpt-4o-mini", "grok-3-mini", "claude-haiku-4-5", "gemini-3.5-flash-lite")
 
 
 def attempt(fn, *args, **kwargs):
@@ -143,7 +143,7 @@ def every_route(server, key: str) -> None:
             answer = generate(
                 server,
                 key,
-                "gemini-2.5-flash",
+                "gemini-3.5-flash-lite",
                 [f"Hello {CANARY}"],
                 stream=stream,
                 api_version=version,
@@ -153,7 +153,7 @@ def every_route(server, key: str) -> None:
         # streamGenerateContent without alt=sse (a JSON array), and with it, as raw REST
         for query in ("", "?alt=sse"):
             response = requests.post(
-                f"{server.url}/gemini/{version}/models/gemini-2.5-flash:streamGenerateContent"
+                f"{server.url}/gemini/{version}/models/gemini-3.5-flash-lite:streamGenerateContent"
                 + query,
                 headers={"x-goog-api-key": key},
                 json={
@@ -173,7 +173,7 @@ def failure_paths(server, key: str, broke_key: str) -> None:
         for model in CHAT_MODELS:
             attempt(chat, server, key, model, [{"role": "user", "content": prompt}])
         attempt(messages, server, key, "claude-haiku-4-5", [{"role": "user", "content": prompt}])
-        attempt(generate, server, key, "gemini-2.5-flash", prompt)
+        attempt(generate, server, key, "gemini-3.5-flash-lite", prompt)
     for model in CHAT_MODELS:
         attempt(
             chat,
@@ -193,7 +193,9 @@ def failure_paths(server, key: str, broke_key: str) -> None:
         [{"role": "user", "content": f"{CANARY} [[fake:drop=2]]"}],
         stream=True,
     )
-    attempt(generate, server, key, "gemini-2.5-flash", f"{CANARY} [[fake:drop=1]]", stream=True)
+    attempt(
+        generate, server, key, "gemini-3.5-flash-lite", f"{CANARY} [[fake:drop=1]]", stream=True
+    )
     # The gateway's own refusals, before anything goes upstream.
     for body in (
         {
@@ -219,7 +221,7 @@ def failure_paths(server, key: str, broke_key: str) -> None:
     assert refused.value.status_code == 402
     with pytest.raises(genai_errors.ClientError), genai_client(server, broke_key) as gclient:
         gclient.models.generate_content(
-            model="gemini-2.5-flash",
+            model="gemini-3.5-flash-lite",
             contents=CANARY,
             config=types.GenerateContentConfig(max_output_tokens=100),
         )

@@ -38,7 +38,7 @@ CHAT_MODELS = [
     pytest.param("gpt-4o-mini", "openai", id="openai"),
     pytest.param("grok-3-mini", "xai", id="xai"),
     pytest.param("claude-haiku-4-5", "anthropic", id="anthropic"),
-    pytest.param("gemini-2.5-flash", "gemini", id="gemini"),
+    pytest.param("gemini-3.5-flash-lite", "gemini", id="gemini"),
 ]
 WEATHER_SCHEMA = {
     "type": "object",
@@ -128,7 +128,7 @@ def test_chat_tool_call_is_billed_exactly(
 @pytest.mark.parametrize("stream", STREAMS)
 @pytest.mark.parametrize(
     ("model", "provider"),
-    [pytest.param("gpt-5-mini", "openai", id="openai"), pytest.param("grok-4", "xai", id="xai")],
+    [pytest.param("gpt-5-mini", "openai", id="openai"), pytest.param("grok-4.3", "xai", id="xai")],
 )
 def test_responses_function_call_is_billed_exactly(
     app, live_server, fakes, customer, model, provider, stream
@@ -156,7 +156,7 @@ def test_anthropic_tool_use_is_billed_exactly(app, live_server, fakes, customer,
     answer = messages(
         live_server,
         key,
-        "claude-sonnet-4-5",
+        "claude-sonnet-5-5",
         user("Weather in Paris? [[fake:tool cached=3 cache_write=2]]"),
         stream=stream,
         tools=[{"name": "get_weather", "description": "Weather", "input_schema": WEATHER_SCHEMA}],
@@ -190,7 +190,7 @@ def test_gemini_function_call_is_billed_exactly(app, live_server, fakes, custome
     answer = generate(
         live_server,
         key,
-        "gemini-2.5-flash",
+        "gemini-3.5-flash-lite",
         "Weather in Paris? [[fake:tool tooluse=6 reasoning=4]]",
         stream=stream,
         tools=gemini_tool(),
@@ -257,7 +257,7 @@ def test_native_gemini_inline_image_is_billed_exactly(app, live_server, fakes, c
         types.Part.from_bytes(data=PNG, mime_type="image/png"),
         "Describe it [[fake:reasoning=2]]",
     ]
-    answer = generate(live_server, key, "gemini-2.5-flash", contents, stream=stream)
+    answer = generate(live_server, key, "gemini-3.5-flash-lite", contents, stream=stream)
     assert answer.text == "Hello from gemini"
     record = settled_record(app, account_id, START_NANOS)
     assert_billed_exactly(app, record, only_call(fakes, "gemini"), "gemini")
@@ -282,11 +282,11 @@ ROUTES = [
     pytest.param("chat", "gpt-4o-mini", "openai", id="chat-openai"),
     pytest.param("chat", "grok-3-mini", "xai", id="chat-xai"),
     pytest.param("chat", "claude-haiku-4-5", "anthropic", id="chat-anthropic"),
-    pytest.param("chat", "gemini-2.5-flash", "gemini", id="chat-gemini"),
+    pytest.param("chat", "gemini-3.5-flash-lite", "gemini", id="chat-gemini"),
     pytest.param("responses", "gpt-5-mini", "openai", id="responses-openai"),
     pytest.param("responses", "grok-3-mini", "xai", id="responses-xai"),
     pytest.param("messages", "claude-haiku-4-5", "anthropic", id="messages"),
-    pytest.param("gemini", "gemini-2.5-flash", "gemini", id="gemini"),
+    pytest.param("gemini", "gemini-3.5-flash-lite", "gemini", id="gemini"),
 ]
 
 
@@ -312,8 +312,8 @@ def test_answer_without_usage_is_estimated_from_the_bytes_delivered(
         pytest.param("chat", "grok-3-mini", "xai", False, id="chat-xai-whole"),
         pytest.param("chat", "claude-haiku-4-5", "anthropic", False, id="chat-anthropic-whole"),
         pytest.param("chat", "claude-haiku-4-5", "anthropic", True, id="chat-anthropic-stream"),
-        pytest.param("chat", "gemini-2.5-flash", "gemini", False, id="chat-gemini-whole"),
-        pytest.param("chat", "gemini-2.5-flash", "gemini", True, id="chat-gemini-stream"),
+        pytest.param("chat", "gemini-3.5-flash-lite", "gemini", False, id="chat-gemini-whole"),
+        pytest.param("chat", "gemini-3.5-flash-lite", "gemini", True, id="chat-gemini-stream"),
         pytest.param(
             "responses",
             "gpt-5-mini",
@@ -330,8 +330,8 @@ def test_answer_without_usage_is_estimated_from_the_bytes_delivered(
             id="messages-whole",
         ),
         pytest.param("messages", "claude-haiku-4-5", "anthropic", True, id="messages-stream"),
-        pytest.param("gemini", "gemini-2.5-flash", "gemini", False, id="gemini-whole"),
-        pytest.param("gemini", "gemini-2.5-flash", "gemini", True, id="gemini-stream"),
+        pytest.param("gemini", "gemini-3.5-flash-lite", "gemini", False, id="gemini-whole"),
+        pytest.param("gemini", "gemini-3.5-flash-lite", "gemini", True, id="gemini-stream"),
     ],
 )
 def test_tool_call_without_usage_is_estimated_from_the_arguments_delivered(
@@ -389,7 +389,7 @@ def test_anthropic_cache_reads_and_both_cache_writes(
     app, live_server, fakes, customer, route, stream
 ):
     key, account_id = customer
-    model = "claude-opus-4-1"  # 5-minute and 1-hour writes priced apart from input
+    model = "claude-opus-5-5"  # 5-minute and 1-hour writes priced apart from input
     if route == "chat":
         answer = chat(live_server, key, model, user(CACHE_PROMPT), stream=stream)
     else:
@@ -420,11 +420,18 @@ def test_gemini_thoughts_bill_as_output_and_tool_use_prompt_as_input(
 ):
     key, account_id = customer
     if route == "chat":
-        text = chat(live_server, key, "gemini-2.5-pro", user(GEMINI_PROMPT), stream=stream).text
+        text = chat(
+            live_server, key, "gemini-3.1-pro-preview", user(GEMINI_PROMPT), stream=stream
+        ).text
     else:
         version = route.split("-")[1]
         text = generate(
-            live_server, key, "gemini-2.5-pro", GEMINI_PROMPT, stream=stream, api_version=version
+            live_server,
+            key,
+            "gemini-3.1-pro-preview",
+            GEMINI_PROMPT,
+            stream=stream,
+            api_version=version,
         ).text
     assert text == "Hello from gemini chunk3"
     call = only_call(fakes, "gemini")
@@ -443,7 +450,7 @@ def test_gemini_json_array_stream_bills_the_last_counts(app, live_server, fakes,
 
     key, account_id = customer
     response = requests.post(
-        f"{live_server.url}/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent",
+        f"{live_server.url}/gemini/v1beta/models/gemini-3.1-pro-preview:streamGenerateContent",
         headers={"x-goog-api-key": key},
         json={"contents": [{"role": "user", "parts": [{"text": GEMINI_PROMPT}]}]},
         timeout=30,
@@ -463,7 +470,7 @@ def test_gemini_json_array_stream_bills_the_last_counts(app, live_server, fakes,
 
 
 @pytest.mark.parametrize("stream", STREAMS)
-@pytest.mark.parametrize("model", ["grok-4", "grok-3-mini"])
+@pytest.mark.parametrize("model", ["grok-4.3", "grok-3-mini"])
 def test_xai_reasoning_tokens_outside_completion_bill_as_output(
     app, live_server, fakes, customer, model, stream
 ):
@@ -497,7 +504,7 @@ def test_gemini_pro_long_prompt_bills_at_the_tier_it_reaches(
     base prices, 200,001 bills the whole request at the long-context prices."""
     key, account_id = customer
     prompt = "w " * words
-    answer = generate(live_server, key, "gemini-2.5-pro", prompt, stream=stream)
+    answer = generate(live_server, key, "gemini-3.1-pro-preview", prompt, stream=stream)
     assert answer.text == "Hello from gemini"
     call = only_call(fakes, "gemini")
     assert call.usage_reported["promptTokenCount"] == 10 + words
@@ -511,38 +518,40 @@ def test_gemini_pro_long_prompt_bills_at_the_tier_it_reaches(
     [
         pytest.param(
             "messages",
-            "claude-sonnet-4-5",
+            "claude-haiku-5-5",
             "anthropic",
             "cached=150000 cache_write=60000",
-            200_000,
+            100_000,
             id="anthropic-native-cache-over",
         ),
         pytest.param(
             "chat",
-            "claude-sonnet-4-5",
+            "claude-haiku-5-5",
             "anthropic",
-            "cached=199980",
+            "cached=99980",
             0,
             id="anthropic-chat-just-under",
         ),
         pytest.param(
             "chat",
-            "claude-sonnet-4-5",
+            "claude-haiku-5-5",
             "anthropic",
             "cache_write_1h=200000",
-            200_000,
+            100_000,
             id="anthropic-chat-1h-write-over",
         ),
         pytest.param(
             "chat",
-            "gemini-2.5-pro",
+            "gemini-3.1-pro-preview",
             "gemini",
             "cached=250000 reasoning=10",
             200_000,
             id="gemini-chat-cached-over",
         ),
-        pytest.param("chat", "grok-4", "xai", "cached=130000 reasoning=9", 128_000, id="grok-chat"),
-        pytest.param("responses", "grok-4", "xai", "cached=128000", 128_000, id="grok-responses"),
+        pytest.param(
+            "chat", "grok-4.3", "xai", "cached=210000 reasoning=9", 204_800, id="grok-chat"
+        ),
+        pytest.param("responses", "grok-4.3", "xai", "cached=204800", 204_800, id="grok-responses"),
     ],
 )
 @pytest.mark.parametrize("stream", STREAMS)

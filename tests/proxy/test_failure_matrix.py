@@ -97,11 +97,11 @@ ROUTES = [
     Route("chat", "openai", "gpt-4o-mini"),
     Route("chat", "xai", "grok-3-mini"),
     Route("chat", "anthropic", "claude-haiku-4-5"),
-    Route("chat", "gemini", "gemini-2.5-flash"),
+    Route("chat", "gemini", "gemini-3.5-flash-lite"),
     Route("responses", "openai", "gpt-5-mini"),
     Route("responses", "xai", "grok-3-mini"),
     Route("messages", "anthropic", "claude-haiku-4-5"),
-    Route("gemini", "gemini", "gemini-2.5-flash"),
+    Route("gemini", "gemini", "gemini-3.5-flash-lite"),
 ]
 STREAMS = [pytest.param(False, id="whole"), pytest.param(True, id="stream")]
 
@@ -867,7 +867,7 @@ def test_gemini_json_array_stream_cut_short_stays_valid_json(app, live_server, f
     asks for SSE); cut short, it must still parse, ending with the error element."""
     key, account_id, _ = funded_key(START_CREDITS)
     response = requests.post(
-        f"{live_server.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        f"{live_server.url}/gemini/v1beta/models/gemini-3.5-flash-lite:streamGenerateContent",
         headers={"x-goog-api-key": key},
         json={"contents": [{"parts": [{"text": "x [[fake:drop=2 chunks=6]]"}]}]},
         timeout=SDK_TIMEOUT,

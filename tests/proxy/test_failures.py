@@ -59,7 +59,7 @@ def chat(server, key, model: str, text: str, **kwargs):
         ("gpt-4o-mini", lambda body: body["error"]["code"] == "invalid_request_error"),
         ("grok-3-mini", lambda body: body["error"]["message"]),
         ("claude-haiku-4-5", lambda body: body["error"]["type"] == "invalid_request_error"),
-        ("gemini-2.5-flash", lambda body: body["error"]["type"] == "invalid_request_error"),
+        ("gemini-3.5-flash-lite", lambda body: body["error"]["type"] == "invalid_request_error"),
     ],
 )
 def test_upstream_4xx_is_passed_on_without_charge(
@@ -137,7 +137,9 @@ def test_gemini_route_errors_in_google_dialect(live_server, funded_key):
         api_key=key, http_options=types.HttpOptions(base_url=f"{live_server.url}/gemini")
     )
     with pytest.raises(genai_errors.ClientError) as raised:
-        client.models.generate_content(model="gemini-2.5-flash", contents="x [[fake:error=400]]")
+        client.models.generate_content(
+            model="gemini-3.5-flash-lite", contents="x [[fake:error=400]]"
+        )
     assert raised.value.code == 400
     with pytest.raises(genai_errors.ClientError) as raised:
         client.models.generate_content(model="no-such-model", contents="x")
@@ -146,7 +148,11 @@ def test_gemini_route_errors_in_google_dialect(live_server, funded_key):
 
 @pytest.mark.parametrize(
     ("model", "provider"),
-    [("gpt-4o-mini", "openai"), ("claude-haiku-4-5", "anthropic"), ("gemini-2.5-flash", "gemini")],
+    [
+        ("gpt-4o-mini", "openai"),
+        ("claude-haiku-4-5", "anthropic"),
+        ("gemini-3.5-flash-lite", "gemini"),
+    ],
 )
 def test_upstream_drop_mid_stream_bills_proven_usage(
     app, live_server, fakes, funded_key, model, provider
@@ -249,7 +255,7 @@ def test_client_disconnect_closes_upstream_and_bills_proven(
 def test_gemini_stream_is_drained_after_client_disconnect(app, live_server, fakes, funded_key):
     key, account_id, _ = funded_key("5")
     response = requests.post(
-        f"{live_server.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        f"{live_server.url}/gemini/v1beta/models/gemini-3.5-flash-lite:streamGenerateContent?alt=sse",
         headers={"x-goog-api-key": key},
         json={"contents": [{"parts": [{"text": "x [[fake:long_after_disconnect chunks=3]]"}]}]},
         stream=True,
@@ -271,7 +277,7 @@ def test_provider_not_configured_is_a_503(app, fakes, catalog):
     server.start()
     try:
         key, _, _ = make_funded_key(app, "5")
-        response = chat(server, key, "grok-4", "hi")
+        response = chat(server, key, "grok-4.3", "hi")
     finally:
         server.stop()
     assert response.status_code == 503
@@ -290,7 +296,7 @@ def test_wrong_operator_key_upstream_is_a_502_not_the_customers_400(app, catalog
         server.start()
         try:
             key, account_id, _ = make_funded_key(app, "5")
-            for model in ("grok-4", "gemini-2.5-flash"):
+            for model in ("grok-4.3", "gemini-3.5-flash-lite"):
                 response = chat(server, key, model, "hi")
                 assert response.status_code == 502, response.text
                 assert response.json()["error"]["code"] == "upstream_error"
@@ -330,7 +336,7 @@ def test_onekeys_own_stores_away_is_a_retryable_503_in_each_dialect(app, fakes, 
                 timeout=30,
             ),
             "google": requests.post(
-                f"{server.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+                f"{server.url}/gemini/v1beta/models/gemini-3.5-flash-lite:generateContent",
                 headers=headers,
                 json={"contents": [{"parts": [{"text": "hi"}]}]},
                 timeout=30,

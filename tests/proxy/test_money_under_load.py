@@ -23,7 +23,7 @@ CANARY = "CANARY-7f3a9c1e-do-not-store"
 
 def test_fifty_concurrent_requests_on_an_account_that_affords_ten(app, live_server, funded_key):
     body = {
-        "model": "claude-opus-4-1",
+        "model": "claude-opus-5-5",
         "max_tokens": 20,
         "messages": [{"role": "user", "content": "hi [[fake:slow=100]]"}],
     }
@@ -70,7 +70,7 @@ def test_fifty_concurrent_requests_on_an_account_that_affords_ten(app, live_serv
 def test_canary_in_prompts_is_never_stored_or_logged(app, live_server, fakes, funded_key):
     key, account_id, _ = funded_key("5")
     client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=key, max_retries=0)
-    for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash", "grok-3-mini"):
+    for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-3.5-flash-lite", "grok-3-mini"):
         client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": f"remember {CANARY}"}]
         )
@@ -173,7 +173,7 @@ def test_graceful_shutdown_reads_a_gemini_stream_to_googles_final_counts(app, fa
     key, account_id, _ = make_funded_key(app, "5")
     stop_during_stream(
         server,
-        "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        "/gemini/v1beta/models/gemini-3.5-flash-lite:streamGenerateContent?alt=sse",
         {"x-goog-api-key": key},
         {"contents": [{"parts": [{"text": "x [[fake:slow=200 chunks=20]]"}]}]},
         lines=4,

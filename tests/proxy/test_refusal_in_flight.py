@@ -138,10 +138,10 @@ ROUTES = [
     pytest.param("chat", "gpt-4o-mini", "openai", id="chat-openai"),
     pytest.param("chat", "grok-3-mini", "xai", id="chat-xai"),
     pytest.param("chat", "claude-haiku-4-5", "anthropic", id="chat-anthropic"),
-    pytest.param("chat", "gemini-2.5-flash", "gemini", id="chat-gemini"),
+    pytest.param("chat", "gemini-3.5-flash-lite", "gemini", id="chat-gemini"),
     pytest.param("responses", "gpt-5-mini", "openai", id="responses"),
     pytest.param("messages", "claude-haiku-4-5", "anthropic", id="messages"),
-    pytest.param("gemini", "gemini-2.5-flash", "gemini", id="gemini"),
+    pytest.param("gemini", "gemini-3.5-flash-lite", "gemini", id="gemini"),
 ]
 
 

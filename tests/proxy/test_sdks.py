@@ -14,9 +14,9 @@ from tests.proxy.billing import assert_billed_exactly, wait_for_settlement
 
 CHAT_MODELS = [
     ("gpt-4o-mini", "openai"),
-    ("grok-4-fast-non-reasoning", "xai"),
+    ("grok-4.3", "xai"),
     ("claude-haiku-4-5", "anthropic"),
-    ("gemini-2.5-flash", "gemini"),
+    ("gemini-3.5-flash-lite", "gemini"),
 ]
 
 
@@ -65,7 +65,7 @@ def test_openai_sdk_chat_stream(
         assert usage_chunks[0].usage.cost == pytest.approx(cost / 1e9)
 
 
-@pytest.mark.parametrize(("model", "provider"), [("gpt-5-mini", "openai"), ("grok-4", "xai")])
+@pytest.mark.parametrize(("model", "provider"), [("gpt-5-mini", "openai"), ("grok-4.3", "xai")])
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_sdk_responses(app, live_server, fakes, funded_key, model, provider, stream):
     key, account_id, _ = funded_key("5")
@@ -91,7 +91,7 @@ def test_anthropic_sdk_messages(app, live_server, fakes, funded_key, stream):
         base_url=f"{live_server.url}/anthropic", api_key=key, max_retries=0
     )
     request = {
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-5-5",
         "max_tokens": 256,
         "messages": [
             {"role": "user", "content": "Hello [[fake:cached=7 cache_write=5 reasoning=2]]"}
@@ -140,14 +140,14 @@ def test_google_genai_sdk(app, live_server, fakes, funded_key, api_version, stre
         text = "".join(
             chunk.text or ""
             for chunk in client.models.generate_content_stream(
-                model="gemini-2.5-pro", contents=prompt
+                model="gemini-3.1-pro-preview", contents=prompt
             )
         )
     else:
-        text = client.models.generate_content(model="gemini-2.5-pro", contents=prompt).text
+        text = client.models.generate_content(model="gemini-3.1-pro-preview", contents=prompt).text
     assert text == "Hello from gemini"
     call = fakes.wait_for_calls(1)[0]
-    assert call.path.startswith(f"/gemini/{api_version}/models/gemini-2.5-pro:")
+    assert call.path.startswith(f"/gemini/{api_version}/models/gemini-3.1-pro-preview:")
     wait_for_settlement(app, account_id)
     assert_billed_exactly(app, call, account_id, credits_to_nanos("5"), "gemini")
 
@@ -158,7 +158,7 @@ def test_prefixed_model_ids_are_accepted(live_server, fakes, funded_key):
     for model, provider in [
         ("openai/gpt-4o-mini", "openai"),
         ("anthropic/claude-haiku-4-5", "anthropic"),
-        ("google/gemini-2.5-flash", "gemini"),
+        ("google/gemini-3.5-flash-lite", "gemini"),
         ("x-ai/grok-3-mini", "xai"),
     ]:
         reply = client.chat.completions.create(
@@ -174,7 +174,7 @@ def test_prefixed_model_ids_are_accepted(live_server, fakes, funded_key):
 def test_customer_key_never_travels_upstream(live_server, fakes, funded_key):
     key, _, _ = funded_key("5")
     client = openai_client(live_server, key)
-    for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash", "grok-3-mini"):
+    for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-3.5-flash-lite", "grok-3-mini"):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
     for call in fakes.wait_for_calls(4):
         assert key not in str(call.headers) and key not in str(call.body)

@@ -14,7 +14,7 @@ from google.genai import types
 
 from tests.proxy.conftest import LiveServer
 
-GEMINI = "/gemini/v1beta/models/gemini-2.5-flash:generateContent"
+GEMINI = "/gemini/v1beta/models/gemini-3.5-flash-lite:generateContent"
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,7 @@ GEMINI = "/gemini/v1beta/models/gemini-2.5-flash:generateContent"
         ("DELETE", "/anthropic/v1/messages", 405, "POST"),
         ("POST", "/anthropic/v1/models", 405, "GET"),
         ("POST", "/gemini/v1beta/models", 404, None),
-        ("GET", "/gemini/v1/models/gemini-2.5-flash%0A", 404, None),
+        ("GET", "/gemini/v1/models/gemini-3.5-flash-lite%0A", 404, None),
         ("GET", GEMINI, 405, "POST"),
         ("PATCH", GEMINI, 405, "POST"),
     ],

@@ -98,11 +98,11 @@ def assert_openai_refusal(raised, param: str) -> None:
         ),
         # The translators share the one list: Claude and Gemini models are refused the same way.
         ("claude-haiku-4-5", {"web_search_options": {}}, "web_search_options"),
-        ("gemini-2.5-flash", {"web_search_options": {}}, "web_search_options"),
+        ("gemini-3.5-flash-lite", {"web_search_options": {}}, "web_search_options"),
         ("gpt-4o-mini", {"service_tier": "priority"}, "service_tier"),
         ("gpt-4o-mini", {"service_tier": "flex"}, "service_tier"),
         ("gpt-4o-mini", {"service_tier": "scale"}, "service_tier"),
-        ("grok-4-fast-non-reasoning", {"service_tier": "priority"}, "service_tier"),
+        ("grok-4.3", {"service_tier": "priority"}, "service_tier"),
         ("gpt-4o-mini", {"tools": [{"type": "web_search"}]}, "tools[0]"),
         ("claude-haiku-4-5", {"tools": [{"type": "web_search"}]}, "tools[0]"),
     ],
@@ -133,7 +133,7 @@ def test_xai_live_search_is_refused(app, live_server, fakes, caller, search):
     key, account_id = caller
     with pytest.raises(openai.BadRequestError) as raised:
         openai_client(live_server, key).chat.completions.create(
-            model="grok-4-fast-non-reasoning",
+            model="grok-4.3",
             messages=USER,
             extra_body={"search_parameters": search},
         )
@@ -145,9 +145,9 @@ def test_xai_live_search_is_refused(app, live_server, fakes, caller, search):
     ("model", "provider"),
     [
         ("gpt-4o-mini", "openai"),
-        ("grok-4-fast-non-reasoning", "xai"),
+        ("grok-4.3", "xai"),
         ("claude-haiku-4-5", "anthropic"),
-        ("gemini-2.5-flash", "gemini"),
+        ("gemini-3.5-flash-lite", "gemini"),
     ],
 )
 def test_chat_function_tools_still_work(live_server, fakes, caller, model, provider):
@@ -161,7 +161,7 @@ def test_chat_function_tools_still_work(live_server, fakes, caller, model, provi
 
 
 @pytest.mark.parametrize("tier", ["auto", "default"])
-@pytest.mark.parametrize("model", ["gpt-4o-mini", "grok-4-fast-non-reasoning"])
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "grok-4.3"])
 def test_default_service_tiers_still_work(live_server, fakes, caller, model, tier):
     key, _ = caller
     openai_client(live_server, key).chat.completions.create(
@@ -173,7 +173,7 @@ def test_default_service_tiers_still_work(live_server, fakes, caller, model, tie
 def test_xai_live_search_off_still_works(live_server, fakes, caller):
     key, _ = caller
     openai_client(live_server, key).chat.completions.create(
-        model="grok-4-fast-non-reasoning",
+        model="grok-4.3",
         messages=USER,
         extra_body={"search_parameters": {"mode": "off"}},
     )
@@ -233,15 +233,13 @@ def test_responses_hosted_tool_after_a_function_is_named(app, live_server, fakes
 def test_xai_responses_server_tools_are_refused(app, live_server, fakes, caller, tool):
     key, account_id = caller
     with pytest.raises(openai.BadRequestError) as raised:
-        openai_client(live_server, key).responses.create(
-            model="grok-4-fast-non-reasoning", input="hi", tools=[tool]
-        )
+        openai_client(live_server, key).responses.create(model="grok-4.3", input="hi", tools=[tool])
     assert_openai_refusal(raised, "tools[0]")
     assert_untouched(app, fakes, account_id)
 
 
 @pytest.mark.parametrize("tier", ["priority", "flex"])
-@pytest.mark.parametrize("model", ["gpt-5-mini", "grok-4-fast-non-reasoning"])
+@pytest.mark.parametrize("model", ["gpt-5-mini", "grok-4.3"])
 def test_responses_service_tier_is_refused(app, live_server, fakes, caller, model, tier):
     key, account_id = caller
     with pytest.raises(openai.BadRequestError) as raised:
@@ -351,11 +349,11 @@ def test_gemini_google_tools_are_refused(app, live_server, fakes, caller, tool, 
         if stream:
             list(
                 models.generate_content_stream(
-                    model="gemini-2.5-flash", contents="hi", config=config
+                    model="gemini-3.5-flash-lite", contents="hi", config=config
                 )
             )
         else:
-            models.generate_content(model="gemini-2.5-flash", contents="hi", config=config)
+            models.generate_content(model="gemini-3.5-flash-lite", contents="hi", config=config)
     assert raised.value.code == 400
     assert raised.value.status == "INVALID_ARGUMENT"
     assert f"tools[0].{name}" in raised.value.message
@@ -370,7 +368,7 @@ def test_gemini_raw_rest_tools_are_refused(app, live_server, fakes, caller, acti
     """Snake-case keys, and a search tool beside function declarations, by plain REST."""
     key, account_id = caller
     response = requests.post(
-        f"{live_server.url}/gemini/v1/models/gemini-2.5-flash:{action}",
+        f"{live_server.url}/gemini/v1/models/gemini-3.5-flash-lite:{action}",
         headers={"x-goog-api-key": key},
         json={
             "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
@@ -402,13 +400,13 @@ def test_gemini_function_declarations_still_work(live_server, fakes, caller, str
     if stream:
         chunks = list(
             models.generate_content_stream(
-                model="gemini-2.5-flash", contents="[[fake:tool]]", config=config
+                model="gemini-3.5-flash-lite", contents="[[fake:tool]]", config=config
             )
         )
         assert chunks
     else:
         reply = models.generate_content(
-            model="gemini-2.5-flash", contents="[[fake:tool]]", config=config
+            model="gemini-3.5-flash-lite", contents="[[fake:tool]]", config=config
         )
         assert reply.function_calls[0].name == "weather"
     assert list(fakes.last_call("gemini").body["tools"][0]) == ["functionDeclarations"]

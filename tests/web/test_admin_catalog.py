@@ -1,15 +1,18 @@
 """Admin catalogue: enabling models, margins and sell prices, each audited with a reason, never
-selling under cost, and kept by `flask catalog sync` once an admin set them."""
+selling under cost, and kept by `flask catalog sync` once an admin set them; one compact row per
+model, its forms loaded into the row on demand, lifecycle and price flags shown (issue 11 item 7)."""
 
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import AuditLogEntry, CatalogModel, ModelPrice
+from app.models.types import utcnow
 from app.proxy.errors import ProxyError
 from app.proxy.gateway import resolve_model
 from app.proxy.views import per_token_price
@@ -21,7 +24,7 @@ PAGE = "/admin/catalog"
 # gpt-4o-mini lists input at 0.15, cached input at 0.075 and output at 0.60 credits per 1M tokens.
 MODEL = "gpt-4o-mini"
 INPUT_LIST = 150_000_000
-TIERED = "claude-sonnet-4-5"  # prompts above 200,000 tokens bill at a second tier
+TIERED = "gemini-3.1-pro-preview"  # prompts above 200,000 tokens bill at a second tier
 HX = {"HX-Request": "true"}
 
 
@@ -133,29 +136,104 @@ def test_edits_need_the_csrf_token_and_a_known_model_or_price(app, catalog, admi
 # The page.
 
 
-def test_catalogue_page_lists_every_model_with_list_and_sell_prices(app, catalog, admin):
+def model_rows(html: str, pk: int) -> str:
+    """The <tbody> of one model on the page or in a fragment."""
+    rows = html[html.index(f'<tbody id="catalog-model-{pk}"') :]
+    return rows[: rows.index("</tbody>") + len("</tbody>")]
+
+
+def edit_fragment(admin: Browser, pk: int) -> str:
+    response = admin.client.get(f"/admin/catalog/models/{pk}", headers=HX)
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def test_item7_catalogue_page_is_one_compact_row_per_model(app, catalog, admin):
     with app.app_context():
         model_ids = db.session.scalars(select(CatalogModel.model_id)).all()
     page = admin.get(PAGE)
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     for model_id in model_ids:
-        assert f"<code>{model_id}</code>" in html, model_id
+        assert f">{model_id}</code>" in html, model_id
     ids = re.findall(r'\sid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), "duplicate ids"
-    section = html[html.index(f'<section id="catalog-model-{model_pk(app)}"') :]
-    section = section[: section.index("</section>")]
-    assert "OpenAI" in section and "enabled" in section
+    # One row per model and no forms: those load on demand.
+    assert html.count('<tr class="catalog-row') == len(model_ids)
+    assert "<form" not in html[html.index("<table") :]
+    assert "catalog-edit" not in html
+    rows = model_rows(html, model_pk(app))
+    assert rows.count("<tr") == 1
+    assert "OpenAI" in rows and "enabled" in rows and "deprecated" in rows and "2027-01-14" in rows
+    assert "0.165" in rows and "0.66" in rows  # the sell prices, input and output
+    assert f'href="/admin/catalog?edit={model_pk(app)}#catalog-model-{model_pk(app)}"' in rows
+    assert f'hx-get="/admin/catalog/models/{model_pk(app)}"' in rows
+    retired = model_rows(html, model_pk(app, "grok-4"))
+    assert (
+        "retired" in retired
+        and "disabled" in retired
+        and 'title="Replacement: grok-4.3"' in retired
+    )
+    # The admin sub-navigation has the page, marked current here, and every admin page links it.
+    assert 'href="/admin/catalog" aria-current="page"' in html
+    assert 'href="/admin/catalog"' in admin.get("/admin/purchases").get_data(as_text=True)
+
+
+def test_item7_edit_forms_load_into_the_row_as_a_fragment(app, catalog, admin):
+    pk = model_pk(app)
+    fragment = edit_fragment(admin, pk)
+    assert fragment.lstrip().startswith(f'<tbody id="catalog-model-{pk}"')
+    assert "<html" not in fragment and "<h1>" not in fragment
+    assert '<tr class="catalog-edit">' in fragment
+    section = fragment[fragment.index(f'<section id="catalog-model-edit-{pk}"') :]
     assert f"default {margin(app)} bps" in section
     # List and sell price per 1M tokens, in credits; the input field holds the exact sell price.
     assert "0.15" in section and "0.165" in section and "0.60" in section and "0.66" in section
     assert f'value="{nanos_to_credits(times_margin(INPUT_LIST, margin(app)))}"' in section
     assert "edited" not in section
-    tiered = html[html.index(f'<section id="catalog-model-{model_pk(app, TIERED)}"') :]
-    assert "Above 200,000" in tiered[: tiered.index("</section>")]
-    # The admin sub-navigation has the page, marked current here, and every admin page links it.
-    assert 'href="/admin/catalog" aria-current="page"' in html
-    assert 'href="/admin/catalog"' in admin.get("/admin/purchases").get_data(as_text=True)
+    for action in ("disable", "margin"):
+        assert f"/admin/catalog/models/{pk}/{action}" in section
+    assert f"/admin/catalog/prices/{price_id(app)}/sell-price" in section
+    # Each price says where and when its list price was read.
+    assert 'href="https://' in section and "2026-11-26" in section
+    tiered = edit_fragment(admin, model_pk(app, TIERED))
+    assert "Above 200,000" in tiered
+    # Close swaps the row back; without JavaScript, Edit opens the page at the model.
+    closed = admin.client.get(f"/admin/catalog/models/{pk}/row", headers=HX)
+    assert closed.status_code == 200 and "<form" not in closed.get_data(as_text=True)
+    plain = admin.client.get(f"/admin/catalog/models/{pk}")
+    assert plain.status_code == 302
+    assert plain.headers["Location"].endswith(f"/admin/catalog?edit={pk}#catalog-model-{pk}")
+    opened = admin.get(f"{PAGE}?edit={pk}").get_data(as_text=True)
+    assert "<h1>Catalogue</h1>" in opened
+    assert f'<section id="catalog-model-edit-{pk}"' in opened
+    assert opened.count('<tr class="catalog-edit">') == 1
+    assert admin.client.get("/admin/catalog/models/999999", headers=HX).status_code == 404
+
+
+def test_item7_flags_are_visible_on_the_row(app, catalog, admin):
+    pk = model_pk(app)
+    post(
+        admin,
+        f"/admin/catalog/prices/{price_id(app)}/sell-price",
+        {"sell_price": "0.2", "reason": "launch price"},
+    )
+    with app.app_context():
+        output = db.session.get(ModelPrice, price_id(app, billed_as="output"))
+        output.raised_at = utcnow()
+        output.raised_from_sell_nanos_per_mtok = 500_000_000
+        output.raised_from_list_nanos_per_mtok = 450_000_000
+        db.session.commit()
+    rows = model_rows(admin.get(PAGE).get_data(as_text=True), pk)
+    assert '<span class="flag flag-warning"' in rows and "1 raised by sync" in rows
+    assert "1 edited" in rows
+    assert "1 needs attention" in admin.get(PAGE).get_data(as_text=True)
+    fragment = edit_fragment(admin, pk)
+    assert "raised by sync" in fragment
+    assert (
+        "the list price rose from 0.45" in fragment and "above the sell price of 0.50" in fragment
+    )
+    assert f"/admin/catalog/prices/{price_id(app, billed_as='output')}/acknowledge" in fragment
 
 
 # Enabling and disabling.
@@ -179,7 +257,7 @@ def test_disabling_a_model_needs_a_reason_and_hides_it_everywhere_at_once(
     done = post(admin, action, {"reason": "provider deprecates it"}, headers=HX)
     assert done.status_code == 200
     fragment = done.get_data(as_text=True)
-    assert fragment.lstrip().startswith(f'<section id="catalog-model-{pk}"')
+    assert fragment.lstrip().startswith(f'<tbody id="catalog-model-{pk}"')
     assert f"{MODEL} is disabled." in fragment
     assert f"/admin/catalog/models/{pk}/enable" in fragment
     assert model_state(app)["enabled"] is False
@@ -202,7 +280,7 @@ def test_disabling_a_model_needs_a_reason_and_hides_it_everywhere_at_once(
         resolve_model(MODEL)
     assert refused_upstream.value.condition == "model_not_found"
     # Still on the admin page, so that it can be enabled again.
-    assert f"<code>{MODEL}</code>" in admin.get(PAGE).get_data(as_text=True)
+    assert f">{MODEL}</code>" in admin.get(PAGE).get_data(as_text=True)
 
     again = post(admin, action, {"reason": "twice"}, headers=HX)
     assert again.status_code == 409
@@ -211,7 +289,7 @@ def test_disabling_a_model_needs_a_reason_and_hides_it_everywhere_at_once(
 
     back = post(admin, f"/admin/catalog/models/{pk}/enable", {"reason": "replacement late"})
     assert back.status_code == 302
-    assert back.headers["Location"].endswith(f"/admin/catalog#catalog-model-{pk}")
+    assert back.headers["Location"].endswith(f"/admin/catalog?edit={pk}#catalog-model-{pk}")
     assert f"{MODEL} is enabled." in admin.get(back.headers["Location"]).get_data(as_text=True)
     assert model_state(app)["enabled"] is True
     assert audit_entries(app)[-1] == (
@@ -338,7 +416,7 @@ def test_setting_a_sell_price_marks_it_edited_and_is_audited(app, catalog, admin
     )
     assert done.status_code == 200
     fragment = done.get_data(as_text=True)
-    assert fragment.lstrip().startswith(f'<section id="catalog-model-{pk}"')
+    assert fragment.lstrip().startswith(f'<tbody id="catalog-model-{pk}"')
     assert "the sell price is set" in fragment
     assert "0.199999999" in fragment and ">edited</span>" in fragment
     assert f"Reset to {nanos_to_credits(times_margin(INPUT_LIST, margin(app)))}" in fragment
@@ -381,7 +459,7 @@ def test_a_sell_price_of_a_long_context_tier(app, catalog, admin):
     )
     assert done.status_code == 302
     state = model_state(app, TIERED)["prices"]
-    assert state[(200_000, "output")] == (22_500_000_000, 30_000_000_000, True)
+    assert state[(200_000, "output")] == (18_000_000_000, 30_000_000_000, True)
     assert state[(0, "output")][2] is False
     details = audit_entries(app)[-1][3]
     assert (details["model"], details["class"], details["tier"]) == (TIERED, "output", 200_000)
@@ -458,7 +536,7 @@ def test_reset_returns_a_price_to_list_times_margin_and_sync_then_keeps_it_up(ap
     pk, pid = model_pk(app), price_id(app)
     post(admin, f"/admin/catalog/models/{pk}/margin", {"margin_bps": "2000", "reason": "r"})
     post(admin, f"/admin/catalog/prices/{pid}/sell-price", {"sell_price": "0.9", "reason": "r"})
-    assert f"/admin/catalog/prices/{pid}/reset" in admin.get(PAGE).get_data(as_text=True)
+    assert f"/admin/catalog/prices/{pid}/reset" in edit_fragment(admin, pk)
 
     refused = post(admin, f"/admin/catalog/prices/{pid}/reset", {"reason": ""}, headers=HX)
     assert refused.status_code == 400
@@ -489,7 +567,7 @@ def test_reset_returns_a_price_to_list_times_margin_and_sync_then_keeps_it_up(ap
             "new": times_margin(INPUT_LIST, 2000),
         },
     )
-    assert f"/admin/catalog/prices/{pid}/reset" not in admin.get(PAGE).get_data(as_text=True)
+    assert f"/admin/catalog/prices/{pid}/reset" not in edit_fragment(admin, pk)
     # Unedited again: the next margin change reprices it.
     post(admin, f"/admin/catalog/models/{pk}/margin", {"margin_bps": "500", "reason": "r"})
     assert model_state(app)["prices"][(0, "input")][1] == times_margin(INPUT_LIST, 500)
@@ -508,3 +586,86 @@ def test_without_javascript_a_refused_edit_shows_the_whole_page_with_the_error(a
     assert "OneKey does not sell under cost" in html
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(AuditLogEntry)) == 0
+
+
+# The lifecycle (issue 11 item 7).
+
+
+def test_item7_a_retired_model_cannot_be_enabled(app, catalog, admin, client):
+    pk = model_pk(app, "grok-4")
+    assert f"/admin/catalog/models/{pk}/enable" not in edit_fragment(admin, pk)
+    for headers in ({}, HX):
+        refused = post(
+            admin, f"/admin/catalog/models/{pk}/enable", {"reason": "asked"}, headers=headers
+        )
+        assert refused.status_code == 400
+        html = refused.get_data(as_text=True)
+        assert (
+            "grok-4 is retired by its provider and cannot be sold; offer grok-4.3 instead." in html
+        )
+    assert model_state(app, "grok-4")["enabled"] is False
+    assert "grok-4" not in {m["id"] for m in client.get("/v1/models").get_json()["data"]}
+    assert audit_entries(app) == []
+
+
+def raise_by_sync(app, billed_as: str = "output") -> int:
+    """Mark a price the way a sync does when the list price passed the admin's sell price."""
+    pid = price_id(app, billed_as=billed_as)
+    with app.app_context():
+        price = db.session.get(ModelPrice, pid)
+        price.raised_at = utcnow()
+        price.raised_from_sell_nanos_per_mtok = 500_000_000
+        price.raised_from_list_nanos_per_mtok = 450_000_000
+        db.session.commit()
+    return pid
+
+
+def raised(app, pid: int) -> bool:
+    with app.app_context():
+        return db.session.get(ModelPrice, pid).raised_at is not None
+
+
+def test_item7_a_raised_price_is_acknowledged_with_a_reason_and_audited(app, catalog, admin):
+    pid = raise_by_sync(app)
+    before = model_state(app)
+    action = f"/admin/catalog/prices/{pid}/acknowledge"
+    refused = post(admin, action, {"reason": " "}, headers=HX)
+    assert refused.status_code == 400 and "Give a reason." in refused.get_data(as_text=True)
+    assert raised(app, pid)
+
+    done = post(admin, action, {"reason": "the provider's new price"}, headers=HX)
+    assert done.status_code == 200
+    fragment = done.get_data(as_text=True)
+    assert "the raised price is acknowledged" in fragment and "raised by sync" not in fragment
+    assert not raised(app, pid)
+    assert model_state(app) == before  # the price itself stays list × margin
+    ((act, target, reason, details),) = audit_entries(app)
+    assert (act, target, reason) == ("catalog.acknowledge_raise", None, "the provider's new price")
+    assert (details["model"], details["class"], details["old_sell"]) == (
+        MODEL,
+        "output",
+        500_000_000,
+    )
+    again = post(admin, action, {"reason": "twice"}, headers=HX)
+    assert again.status_code == 409
+    assert "This price was not raised by a sync." in again.get_data(as_text=True)
+
+
+def test_item7_setting_or_resetting_a_raised_price_clears_its_mark(app, catalog, admin):
+    pid = raise_by_sync(app)
+    post(admin, f"/admin/catalog/prices/{pid}/sell-price", {"sell_price": "0.7", "reason": "r"})
+    assert not raised(app, pid)
+    raise_by_sync(app)
+    post(admin, f"/admin/catalog/prices/{pid}/reset", {"reason": "r"})
+    assert not raised(app, pid)
+
+
+def test_item7_a_deprecated_model_past_its_retirement_date_is_flagged(app, catalog, admin):
+    pk = model_pk(app)
+    rows = model_rows(admin.get(PAGE).get_data(as_text=True), pk)
+    assert "retirement date passed" not in rows and "until 2027-01-14" in rows
+    with app.app_context():
+        db.session.get(CatalogModel, pk).retires_on = date(2026, 1, 1)
+        db.session.commit()
+    rows = model_rows(admin.get(PAGE).get_data(as_text=True), pk)
+    assert "retirement date passed" in rows and 'class="flag flag-warning"' in rows

@@ -65,7 +65,8 @@ def test_pricing_lists_every_enabled_model_with_margin_included(app, client, cat
     with app.app_context():
         models = db.session.scalars(select(CatalogModel)).all()
         for model in models:
-            assert model.model_id in page
+            # Models their provider retired are never sold (issue 11 item 7).
+            assert (f"<code>{model.model_id}</code>" in page) is model.enabled, model.model_id
         gpt5 = next(m for m in models if m.model_id == "gpt-5")
         input_price = next(p for p in gpt5.prices if p.token_class == "input")
     # $1.25 list + 10% margin = 1.375 credits per 1M tokens.
@@ -74,10 +75,10 @@ def test_pricing_lists_every_enabled_model_with_margin_included(app, client, cat
 
 
 def test_pricing_shows_long_context_tiers(client, catalog):
-    page = client.get("/pricing?q=gemini-2.5-pro").get_data(as_text=True)
+    page = client.get("/pricing?q=gemini-3.1-pro").get_data(as_text=True)
     assert "Prompts above 200,000 tokens" in page
-    # Gemini 2.5 Pro above 200k: $2.50 input -> 2.75 credits with the margin.
-    assert "2.75" in page
+    # Gemini 3.1 Pro above 200k: $4.00 input -> 4.40 credits with the margin.
+    assert "4.40" in page
 
 
 def test_pricing_filters_by_provider_and_search(client, catalog):
