@@ -22,7 +22,7 @@ from app.services.stripe_api import PaymentsNotConfigured, stripe_configured
 
 log = logging.getLogger("onekey.credits")
 # Models whose prices show what an amount buys, the first enabled one of each provider shown.
-EXAMPLE_MODELS = ("gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash")
+EXAMPLE_MODELS = ("gpt-4o-mini", "claude-sonnet-5-5", "gemini-3.5-flash-lite")
 UNAVAILABLE = "Card payments are unavailable right now. Nothing was charged; try again shortly."
 # One click fills the amount; only those within PURCHASE_MIN_CENTS..PURCHASE_MAX_CENTS are shown.
 PRESET_CENTS = (500, 1000, 2500, 5000, 10000)

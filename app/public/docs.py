@@ -93,7 +93,7 @@ PROVIDER_PREFIXES = {provider: prefix for prefix, provider in MODEL_PREFIXES.ite
 EXAMPLE_MODELS = {
     "openai": "gpt-4o-mini",
     "anthropic": "claude-haiku-4-5",
-    "google": "gemini-2.5-flash",
+    "google": "gemini-3.5-flash-lite",
     "xai": "grok-3-mini",
 }
 
@@ -277,17 +277,20 @@ def input_kinds(model_id: str) -> list[str]:
 class PriceRow:
     token_class: str
     label: str
-    by_tier: tuple[int | None, ...]  # nanocredits per 1M tokens, one per tier; None: not billed
+    by_tier: tuple[int, ...]  # nanocredits per 1M tokens, one per tier
+    as_input: tuple[bool, ...]  # the tier lists no price for the class: it bills as input
 
 
 def price_rows(tiers: dict[int, dict[str, int]]) -> tuple[list[int], list[PriceRow]]:
-    """(tier thresholds in order, one row per token class any tier bills)."""
+    """(tier thresholds in order, one row per token class any tier bills). A class a tier lists
+    no price for is billed at that tier's input price (metering.cost_of), and shown so."""
     thresholds = sorted(tiers)
     rows = [
         PriceRow(
             token_class=token_class,
             label=PRICE_CLASS_LABELS[token_class],
-            by_tier=tuple(tiers[t].get(token_class) for t in thresholds),
+            by_tier=tuple(tiers[t].get(token_class, tiers[t]["input"]) for t in thresholds),
+            as_input=tuple(token_class not in tiers[t] for t in thresholds),
         )
         for token_class in PRICE_CLASSES
         if any(token_class in tiers[t] for t in thresholds)

@@ -61,7 +61,7 @@ def listed(browser: Browser, key_id: int) -> list[dict]:
     return rows
 
 
-def gemini_generate(server, key: str, model: str = "gemini-2.5-flash"):
+def gemini_generate(server, key: str, model: str = "gemini-3.5-flash-lite"):
     client = genai_client(server, key)  # held: the client closes when collected
     return client.models.generate_content(model=model, contents="hi")
 
@@ -99,7 +99,7 @@ def test_each_refusal_kind_is_listed_with_its_code_and_message_for_its_key_only(
     assert over_limit.value.status_code == 402
     with pytest.raises(anthropic.APIStatusError) as too_poor:
         anthropic_client(live_server, poor).messages.create(
-            model="claude-opus-4-1", max_tokens=32_000, messages=HI
+            model="claude-opus-5-5", max_tokens=32_000, messages=HI
         )
     assert too_poor.value.status_code == 402
     # One request a minute: of three, at least the last two share a minute.
@@ -131,19 +131,19 @@ def test_each_refusal_kind_is_listed_with_its_code_and_message_for_its_key_only(
         narrow_id: (
             403,
             "model_not_allowed",
-            "This API key may not use 'gemini-2.5-flash'.",
-            "gemini-2.5-flash",
+            "This API key may not use 'gemini-3.5-flash-lite'.",
+            "gemini-3.5-flash-lite",
         ),
         limited_id: (402, "key_limit_reached", "under this key's limit", "gpt-4o-mini"),
-        poor_id: (402, "insufficient_credits", "more credit than is available", "claude-opus-4-1"),
+        poor_id: (402, "insufficient_credits", "more credit than is available", "claude-opus-5-5"),
         slow_id: (429, "rate_limited", "Too many requests for this API key", "gpt-4o-mini"),
         bad_id: (400, "invalid_request", "Invalid parameter 'tool_choice'.", "claude-haiku-4-5"),
         revoked_id: (401, "invalid_api_key", "revoked or expired", "claude-haiku-4-5"),
-        expired_id: (401, "invalid_api_key", "revoked or expired", "gemini-2.5-flash"),
+        expired_id: (401, "invalid_api_key", "revoked or expired", "gemini-3.5-flash-lite"),
     }
     routes = {
-        narrow_id: "POST /gemini/v1beta/models/gemini-2.5-flash:generateContent",
-        expired_id: "POST /gemini/v1beta/models/gemini-2.5-flash:generateContent",
+        narrow_id: "POST /gemini/v1beta/models/gemini-3.5-flash-lite:generateContent",
+        expired_id: "POST /gemini/v1beta/models/gemini-3.5-flash-lite:generateContent",
         poor_id: "POST /anthropic/v1/messages",
         revoked_id: "POST /anthropic/v1/messages",
     }

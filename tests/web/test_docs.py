@@ -258,7 +258,7 @@ def dialect_call(base: str, dialect: str, *, model: str | None = None, **kwargs)
             "messages": [{"role": "user", "content": "Hi"}],
         }
     else:
-        url = f"{base}/gemini/v1beta/models/{model or 'gemini-2.5-flash'}:generateContent"
+        url = f"{base}/gemini/v1beta/models/{model or 'gemini-3.5-flash-lite'}:generateContent"
         body = {"contents": [{"parts": [{"text": "Hi"}]}]}
     kwargs.setdefault("json", body)
     return requests.post(url, timeout=10, **kwargs)
@@ -304,7 +304,7 @@ def test_error_table_matches_the_live_answers_in_every_dialect(app, docs_server,
     too_large = b"x" * (int(SERVER_LIMITS["MAX_REQUEST_BYTES"]) + 1)
     prefixes = {OPENAI: "/v1", ANTHROPIC: "/anthropic/v1", GOOGLE: "/gemini/v1beta"}
     generation = {OPENAI: "chat/completions", ANTHROPIC: "messages",
-                  GOOGLE: "models/gemini-2.5-flash:generateContent"}  # fmt: skip
+                  GOOGLE: "models/gemini-3.5-flash-lite:generateContent"}  # fmt: skip
 
     def provoke(dialect: str) -> dict[str, requests.Response]:
         prefix = f"{base}{prefixes[dialect]}"
