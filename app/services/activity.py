@@ -4,11 +4,13 @@ Usage debits are one ledger entry per request, so the activity shows one line pe
 (its sum and how many requests), listed after that day's other entries; every other movement is a
 line of its own. Pages hold whole days, newest first. A line's balance is the balance after it,
 adding the lines in the order shown: the oldest line of a page starts from the balance before that
-page's first day, which is the cached balance minus every entry since then (balance == sum(ledger)
-is the ledger's invariant), so pages agree with each other and the top line with the balance now.
+page's first day, the sum of every entry before it, or (the same, balance == sum(ledger) being the
+ledger's invariant) the cached balance less every entry since; so pages agree with each other and the
+newest page's top line with the balance now.
 
 Every query names the account and is served by the ledger's (account_id, kind, created_at, amount)
-index: usage days are found one index probe each, and a day's usage is summed from the index alone.
+index: usage days are found one index probe each, and a day's usage is summed from one range of the
+index alone (a range per day costs less than grouping by a computed day).
 Amounts are integers of nanocredits throughout; pages format them.
 """
 
@@ -25,7 +27,7 @@ from app.models import Account, LedgerEntry, Purchase, RefundPart
 from app.models.ledger import LEDGER_KINDS
 from app.models.types import utcnow
 
-PAGE_ROWS = 40
+PAGE_ROWS = 31  # lines; about a month of days of usage
 OTHER_KINDS = tuple(kind for kind in LEDGER_KINDS if kind != "usage")
 
 
@@ -54,11 +56,6 @@ def day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _utc_day(value) -> date:
-    """date() of a timestamp: a date on PostgreSQL, 'YYYY-MM-DD' on SQLite."""
-    return value if isinstance(value, date) else date.fromisoformat(value)
-
-
 def _in_range(query, start: datetime | None, end: datetime | None):
     if start is not None:
         query = query.where(LedgerEntry.created_at >= start)
@@ -81,9 +78,10 @@ def _latest_usage_before(account_id: int, end: datetime | None) -> date | None:
     return latest.date() if latest is not None else None
 
 
-def _page_days(account_id: int, end: datetime | None) -> list[date]:
-    """The days of the page ending before `end`, newest first: whole days, until they make at
-    least PAGE_ROWS lines (a day of many entries may make more) or nothing older is left."""
+def _page_days(account_id: int, end: datetime | None) -> tuple[list[date], set[date]]:
+    """The days of the page ending before `end`, newest first, and those of them with usage:
+    whole days, until they make at least PAGE_ROWS lines (a day of many entries may make more) or
+    nothing older is left."""
     entry_days = Counter(
         created_at.date()
         for created_at in db.session.scalars(
@@ -103,6 +101,7 @@ def _page_days(account_id: int, end: datetime | None) -> list[date]:
     pending = sorted(entry_days, reverse=True)
     usage_day = _latest_usage_before(account_id, end)
     days: list[date] = []
+    with_usage: set[date] = set()
     lines = 0
     while lines < PAGE_ROWS and (pending or usage_day is not None):
         day = max(d for d in (pending[0] if pending else None, usage_day) if d is not None)
@@ -111,9 +110,27 @@ def _page_days(account_id: int, end: datetime | None) -> list[date]:
         if pending and pending[0] == day:
             pending.pop(0)
         if usage_day == day:
+            with_usage.add(day)
             lines += 1
             usage_day = _latest_usage_before(account_id, day_start(day))
-    return days
+    return days, with_usage
+
+
+def _usage_of_day(account_id: int, day: date) -> tuple[int, int, datetime]:
+    """(sum, number, last time) of the account's usage debits in the UTC day: one range of the
+    index, aggregated without grouping."""
+    total, number, last = db.session.execute(
+        _in_range(
+            select(
+                func.sum(LedgerEntry.amount_nanocredits),
+                func.count(),
+                func.max(LedgerEntry.created_at),
+            ).where(LedgerEntry.account_id == account_id, LedgerEntry.kind == "usage"),
+            day_start(day),
+            day_start(day + timedelta(days=1)),
+        )
+    ).one()
+    return int(total), int(number), last
 
 
 def _purchases_of(payment_intents: set[str], refunds: set[str], account_id: int) -> dict:
@@ -137,6 +154,38 @@ def _purchases_of(payment_intents: set[str], refunds: set[str], account_id: int)
     return found
 
 
+def _sum_of(account_id: int, start: datetime | None, end: datetime | None) -> int:
+    """The sum of every entry of the account in [start, end)."""
+    return int(
+        db.session.scalar(
+            _in_range(
+                select(func.coalesce(func.sum(LedgerEntry.amount_nanocredits), 0)).where(
+                    LedgerEntry.account_id == account_id, LedgerEntry.kind.in_(LEDGER_KINDS)
+                ),
+                start,
+                end,
+            )
+        )
+    )
+
+
+def _balance_before(account_id: int, start: datetime, end: datetime | None, page: int) -> int:
+    """The balance before `start`, for a page of [start, end) whose entries sum to `page`.
+
+    It is the sum of every entry before `start`, or equally the cached balance less the page and
+    every entry since `end`: the side with less time to sum is read (the newest page needs no sum
+    at all).
+    """
+    balance, opened = db.session.execute(
+        select(Account.balance_nanocredits, Account.created_at).where(Account.id == account_id)
+    ).one()
+    if end is None:
+        return balance - page
+    if start - opened < utcnow() - end:
+        return _sum_of(account_id, None, start)
+    return balance - page - _sum_of(account_id, end, None)
+
+
 def activity_page(account_id: int, before: date | None = None) -> ActivityPage:
     """The page of the account's activity ending before the UTC day `before` (None: the newest).
 
@@ -144,7 +193,7 @@ def activity_page(account_id: int, before: date | None = None) -> ActivityPage:
     between two of its statements could be missing from the lines yet counted in the balances.
     """
     end = day_start(before) if before is not None else None
-    days = _page_days(account_id, end)
+    days, with_usage = _page_days(account_id, end)
     if not days:
         balance = db.session.scalar(
             select(Account.balance_nanocredits).where(Account.id == account_id)
@@ -166,36 +215,11 @@ def activity_page(account_id: int, before: date | None = None) -> ActivityPage:
             end,
         ).order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc())
     ).all()
-    utc_day = func.date(LedgerEntry.created_at)
-    usage_days = {
-        _utc_day(day): (int(total), int(count), last)
-        for day, total, count, last in db.session.execute(
-            _in_range(
-                select(
-                    utc_day,
-                    func.sum(LedgerEntry.amount_nanocredits),
-                    func.count(),
-                    func.max(LedgerEntry.created_at),
-                ).where(*mine, LedgerEntry.kind == "usage"),
-                start,
-                end,
-            ).group_by(utc_day)
-        )
-    }
-    since_start = (
-        _in_range(
-            select(func.coalesce(func.sum(LedgerEntry.amount_nanocredits), 0)).where(
-                *mine, LedgerEntry.kind.in_(LEDGER_KINDS)
-            ),
-            start,
-            None,
-        )
-    ).scalar_subquery()
-    opening = int(
-        db.session.scalar(
-            select(Account.balance_nanocredits - since_start).where(Account.id == account_id)
-        )
+    usage_days = {day: _usage_of_day(account_id, day) for day in with_usage}
+    page_total = sum(e.amount_nanocredits for e in entries) + sum(
+        total for total, _, _ in usage_days.values()
     )
+    opening = _balance_before(account_id, start, end, page_total)
     older = db.session.scalar(
         select(LedgerEntry.id)
         .where(*mine, LedgerEntry.kind.in_(LEDGER_KINDS), LedgerEntry.created_at < start)
@@ -263,33 +287,39 @@ class Spend:
     days: list[tuple[date, int]]  # oldest first, today last
 
 
-def spend(account_id: int, now: datetime | None = None) -> Spend:
-    """What the account spent on requests (its usage debits; the same amounts as its usage
-    records', written by the same settlement), from the ledger index."""
-    today = (now or utcnow()).astimezone(UTC).date()
-    first = today - timedelta(days=6)
-    month_start = today.replace(day=1)
-    utc_day = func.date(LedgerEntry.created_at)
-    usage = (LedgerEntry.account_id == account_id, LedgerEntry.kind == "usage")
-    per_day = {
-        _utc_day(day): -int(total)
-        for day, total in db.session.execute(
-            select(utc_day, func.sum(LedgerEntry.amount_nanocredits))
-            .where(*usage, LedgerEntry.created_at >= day_start(first))
-            .group_by(utc_day)
-        )
-    }
-    days = [
-        (first + timedelta(days=n), per_day.get(first + timedelta(days=n), 0)) for n in range(7)
-    ]
-    if month_start >= first:
-        month = sum(amount for day, amount in days if day >= month_start)
-    else:
-        month = -int(
-            db.session.scalar(
+def _spent(account_id: int, start: datetime, end: datetime | None) -> int:
+    """Credit spent on requests in [start, end): the usage debits' sum, negated."""
+    return -int(
+        db.session.scalar(
+            _in_range(
                 select(func.coalesce(func.sum(LedgerEntry.amount_nanocredits), 0)).where(
-                    *usage, LedgerEntry.created_at >= day_start(month_start)
-                )
+                    LedgerEntry.account_id == account_id, LedgerEntry.kind == "usage"
+                ),
+                start,
+                end,
             )
         )
+    )
+
+
+def spend(account_id: int, now: datetime | None = None) -> Spend:
+    """What the account spent on requests: its usage debits, the same amounts as its usage
+    records' (one settlement writes both), summed from the ledger index one UTC day at a time."""
+    today = (now or utcnow()).astimezone(UTC).date()
+    first = today - timedelta(days=6)
+    days = [
+        (
+            first + timedelta(days=n),
+            _spent(
+                account_id,
+                day_start(first + timedelta(days=n)),
+                day_start(first + timedelta(days=n + 1)) if n < 6 else None,
+            ),
+        )
+        for n in range(7)
+    ]
+    month_start = today.replace(day=1)
+    month = sum(amount for day, amount in days if day >= month_start)
+    if month_start < first:
+        month += _spent(account_id, day_start(month_start), day_start(first))
     return Spend(today_nanocredits=days[-1][1], month_nanocredits=month, days=days)

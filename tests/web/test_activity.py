@@ -5,6 +5,7 @@ HTMX) whose balances continue each other, and never another customer's entries."
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -199,11 +200,18 @@ def test_usage_is_one_line_per_utc_day_with_its_request_count_item7(app, browser
     assert "day (UTC)" in html
 
 
+@pytest.mark.parametrize(
+    "opened",
+    # Account opened long before the entries (the pages sum what is newer than them) or just
+    # before (they sum what is older): both ways give the same balances.
+    [datetime(2024, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)],
+)
 def test_pages_continue_each_other_by_htmx_and_the_balance_carries_over_item7(
-    app, browser, make_account, monkeypatch
+    app, browser, make_account, monkeypatch, opened
 ):
     alice_id = make_account(ALICE)
     with app.app_context():
+        db.session.get(Account, alice_id).created_at = opened
         grant_credits(alice_id, 50 * CREDIT, note="t", idempotency_key="g")
         date_entry("g", at(1, 0))
         for day in range(2, 12):
