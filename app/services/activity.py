@@ -4,9 +4,9 @@ Usage debits are one ledger entry per request, so the activity shows one line pe
 (its sum and how many requests), listed after that day's other entries; every other movement is a
 line of its own. Pages hold whole days, newest first. A line's balance is the balance after it,
 adding the lines in the order shown: the oldest line of a page starts from the balance before that
-page's first day, the sum of every entry before it, or (the same, balance == sum(ledger) being the
-ledger's invariant) the cached balance less every entry since; so pages agree with each other and the
-newest page's top line with the balance now.
+page's first day, the sum of every entry before it, or (the same, balance == sum(ledger) being
+the ledger's invariant) the cached balance less every entry since; so pages agree with each other
+and the newest page's top line with the balance now.
 
 Every query names the account and is served by the ledger's (account_id, kind, created_at, amount)
 index: usage days are found one index probe each, and a day's usage is summed from one range of the

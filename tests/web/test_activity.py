@@ -268,15 +268,13 @@ def test_another_customers_entries_are_never_shown_item7(app, browser, make_acco
     assert table_rows(older.get_data(as_text=True)) == []
 
 
-@pytest.mark.parametrize("before", ["yesterday", "2026-13-01", "2026-03-01T00:00:00Z'"])
-def test_a_page_asked_for_by_something_not_a_date_is_a_clear_400_item7(
-    app, browser, make_account, before
-):
+def test_a_page_asked_for_by_something_not_a_date_is_a_clear_400_item7(app, browser, make_account):
     make_account(ALICE)
     browser.login(ALICE)
-    response = browser.get("/activity", query_string={"before": before})
-    assert response.status_code == 400
-    assert "not a date" in response.get_data(as_text=True)
+    for before in ("yesterday", "2026-13-01", "2026-03-01T00:00:00Z'"):
+        response = browser.get("/activity", query_string={"before": before})
+        assert response.status_code == 400, before
+        assert "not a date" in response.get_data(as_text=True)
 
 
 def test_activity_needs_sign_in_and_is_in_the_navigation_item7(app, client, browser, make_account):
