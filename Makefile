@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# Test processes (pytest-xdist): the tests mostly wait on servers, so two share two cores well.
+TEST_WORKERS ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export FLASK_APP := wsgi:app
 
@@ -33,7 +35,7 @@ run: migrate
 	$(BIN)/honcho -f Procfile start -p $(PORT)
 
 test: install-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -889,8 +889,9 @@ def audit(app, run, results, chaos_state, check, load_seconds, released) -> str:
         "the text the fake wrote / 4)) — the rule of `app/services/usage.py`; the gateway counts "
         "bytes it delivered, which can be less than the fake wrote when the client left first.",
         "- *estimated*: no usage on the wire but content written: expected = ceil(text bytes the "
-        "fake wrote / 4) output + the record's input tokens (the hold's input bound, as "
-        "`settlement_usage` bills), at the posted prices.",
+        "fake wrote / 4) output + the record's input tokens (ceil(text bytes sent / 4) plus "
+        "allowances, the basis the record keeps, as `settlement_usage` bills), at the posted "
+        "prices.",
         "- *no usage, no content*: errors, hangs, drops before any byte: expected 0.",
         "- *client disconnect, cut short*: the client closed an OpenAI/Anthropic/xAI stream "
         "(Gemini streams are drained, so they land in *complete*); expected as for partial / "

@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 _RUN_DIR = Path(tempfile.mkdtemp(prefix="onekey-tests-"))
 # Before anything imports app.config: development secrets and sockets go to this run's folder.
@@ -60,11 +61,22 @@ def database_url():
         yield f"sqlite:///{_RUN_DIR / 'test.sqlite3'}"
 
 
+def _worker_redis_url(url: str) -> str:
+    """Under pytest-xdist, worker gwN uses the Redis database N above TEST_REDIS_URL's: every
+    test empties its database afterwards, which must not reach another worker's test."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{base + int(worker[2:])}"))
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     url = os.environ.get("TEST_REDIS_URL")
     if url:
-        yield url
+        yield _worker_redis_url(url)
         return
     from app.embedded_redis import start
 

@@ -5,15 +5,41 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField
 from wtforms.validators import InputRequired, Length
+from wtforms.widgets import PasswordInput
 
 from app.services.accounts import EMAIL_MAX, PASSWORD_MAX
 
 
 class SignupForm(FlaskForm):
     email = EmailField("Email", validators=[InputRequired(), Length(max=EMAIL_MAX)])
-    password = PasswordField("Password", validators=[InputRequired(), Length(max=PASSWORD_MAX)])
+    # Typed again after a refused sign-up would be a chore: the page shows it back (and is not
+    # cached: the view says no-store).
+    password = PasswordField(
+        "Password",
+        validators=[InputRequired(), Length(max=PASSWORD_MAX)],
+        widget=PasswordInput(hide_value=False),
+    )
     age_confirmed = BooleanField("I am at least 18 years old")
     terms_accepted = BooleanField("I accept the Terms of Service")
+
+    def add_problems(self, problems: dict[str, str]) -> None:
+        """Add the service's reasons to the fields that have no error of their own yet, so that
+        every problem shows at once."""
+        for name, message in problems.items():
+            field = self._fields.get(name)
+            if field is None:
+                self.form_errors.append(message)
+            elif not field.errors:
+                field.errors = [message]
+
+    @property
+    def first_invalid(self) -> str | None:
+        """The name of the first field with an error (the page focuses it): the email field
+        when only the form as a whole was refused."""
+        for name in ("email", "password", "age_confirmed", "terms_accepted"):
+            if self._fields[name].errors:
+                return name
+        return "email" if self.form_errors or self.csrf_token.errors else None
 
 
 class LoginForm(FlaskForm):

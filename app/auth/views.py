@@ -52,7 +52,20 @@ def signup():
     if current_user.is_authenticated:
         return redirect(url_for("portal.dashboard"))
     form = SignupForm()
-    if form.validate_on_submit():
+    submitted = form.is_submitted()
+    # Every problem at once: the form's own checks (required, lengths, CSRF) and the service's
+    # (address, password strength, age, Terms), each field showing its first.
+    valid = submitted and form.validate()
+    if submitted:
+        form.add_problems(
+            accounts.signup_problems(
+                email=form.email.data or "",
+                password=form.password.data or "",
+                age_confirmed=form.age_confirmed.data,
+                terms_accepted=form.terms_accepted.data,
+            )
+        )
+    if valid and not form.errors:
         try:
             account = accounts.register(
                 email=form.email.data,
@@ -81,8 +94,10 @@ def signup():
             start_session(account)
             flash("Welcome to OneKey. Create an API key to get started.", "success")
             return redirect(url_for("portal.dashboard"))
-    status = 400 if form.is_submitted() else 200
-    return render_template("auth/signup.html", form=form), status
+    if not submitted:
+        return render_template("auth/signup.html", form=form)
+    # The page shows the password back: no cache may keep it.
+    return render_template("auth/signup.html", form=form), 400, {"Cache-Control": "no-store"}
 
 
 @bp.route("/login", methods=["GET", "POST"])

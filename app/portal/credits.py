@@ -24,6 +24,15 @@ log = logging.getLogger("onekey.credits")
 # Models whose prices show what an amount buys, the first enabled one of each provider shown.
 EXAMPLE_MODELS = ("gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash")
 UNAVAILABLE = "Card payments are unavailable right now. Nothing was charged; try again shortly."
+# One click fills the amount; only those within PURCHASE_MIN_CENTS..PURCHASE_MAX_CENTS are shown.
+PRESET_CENTS = (500, 1000, 2500, 5000, 10000)
+EXAMPLE_CENTS = 2000
+
+
+@bp.context_processor
+def payments_context() -> dict:
+    """Whether this OneKey sells credit by card: without Stripe no page offers to buy."""
+    return {"card_payments": stripe_configured()}
 
 
 def _limits() -> dict[str, int]:
@@ -56,23 +65,67 @@ def _what_it_buys(amount_cents: int) -> list[dict]:
     return rows
 
 
+def _buys_context(amount_cents: int | None, problem: str | None = None) -> dict:
+    """What the "what it buys" section shows: an amount's examples, or (`amount_cents` None)
+    the problem with the amount typed."""
+    if amount_cents is None:
+        return {"examples": [], "buys_dollars": None, "buys_problem": problem}
+    return {
+        "examples": _what_it_buys(amount_cents),
+        "buys_dollars": display_dollars(amount_cents),
+        "buys_problem": None,
+    }
+
+
+def _typed_cents(text: str | None) -> int | None:
+    try:
+        return payments.parse_purchase_amount(text or "", **_limits())
+    except PurchaseError:
+        return None
+
+
 def _render_buy(form: BuyCreditsForm, status: int = 200, error: str | None = None):
     limits = _limits()
+    configured = stripe_configured()
     return render_template(
         "portal/credits.html",
         form=form,
         error=error,
-        configured=stripe_configured(),
+        configured=configured,
         min_dollars=display_dollars(limits["min_cents"]),
         max_dollars=display_dollars(limits["max_cents"]),
-        examples=_what_it_buys(2000),
-        example_dollars=display_dollars(2000),
+        presets=[
+            (payments.plain_dollars(cents), display_dollars(cents).removesuffix(".00"))
+            for cents in PRESET_CENTS
+            if limits["min_cents"] <= cents <= limits["max_cents"]
+        ],
+        # Follows the amount typed (htmx); the example amount until one is.
+        live_buys=configured and bool(_what_it_buys(EXAMPLE_CENTS)),
+        **_buys_context(_typed_cents(form.amount.data) or EXAMPLE_CENTS),
     ), status
 
 
 @bp.get("/credits")
 def credits():
     return _render_buy(BuyCreditsForm(formdata=None))
+
+
+@bp.get("/credits/what-it-buys")
+def what_it_buys():
+    """The "what it buys" section for the amount being typed on the credits page (htmx)."""
+    if not request.htmx:
+        return redirect(url_for("portal.credits"))
+    text = request.args.get("amount", "")
+    try:
+        amount_cents = payments.parse_purchase_amount(text, **_limits())
+    except PurchaseError as exc:
+        # Nothing typed yet shows the example amount again; a wrong amount says what is wrong.
+        context = (
+            _buys_context(EXAMPLE_CENTS) if not text.strip() else _buys_context(None, str(exc))
+        )
+    else:
+        context = _buys_context(amount_cents)
+    return render_template("portal/partials/what_it_buys.html", live_buys=True, **context)
 
 
 @bp.post("/credits")
@@ -111,7 +164,7 @@ def _render_purchase(purchase: Purchase, outcome: PaymentOutcome | None = None, 
     context = {
         "purchase": purchase,
         "amount": display_dollars(purchase.amount_cents),
-        "examples": _what_it_buys(purchase.amount_cents),
+        **_buys_context(purchase.amount_cents),
         "form": ConfirmPaymentForm(formdata=None),
         "outcome": outcome,
         "error": outcome.message if outcome and outcome.state == "failed" else None,

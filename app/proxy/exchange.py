@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from flask import Flask
 
 from app.proxy import limits
-from app.proxy.metering import PricedModel, cost_of
+from app.proxy.metering import InputSize, PricedModel, cost_of
 from app.proxy.relay import Relay
 from app.services.usage import record_usage, settlement_usage
 from app.tasks.billing import enqueue_settlement
@@ -36,7 +36,7 @@ class Exchange:
     model: PricedModel
     request_id: str
     hold_id: int
-    input_estimate: int
+    input_size: InputSize
     output_limit: int
     gateway_set_limit: bool
     stream: bool
@@ -55,13 +55,13 @@ def settle(app: Flask, exchange: Exchange, relay: Relay | None, status: str) -> 
     if exchange.settled:
         return 0
     exchange.settled = True
-    status, usage = settlement_usage(
+    status, usage, basis = settlement_usage(
         status,
         usage=relay.usage if relay is not None else None,
         usage_complete=relay is not None and relay.usage_complete,
         delivered_bytes=relay.delivered_bytes if relay is not None else 0,
         provider_failed=relay is not None and relay.failed,
-        input_estimate=exchange.input_estimate,
+        input_size=exchange.input_size,
     )
     cost, prices = cost_of(exchange.model, usage)
     elapsed = time.monotonic() - exchange.started
@@ -86,6 +86,7 @@ def settle(app: Flask, exchange: Exchange, relay: Relay | None, status: str) -> 
         "prices_applied": prices,
         "latency_ms": int(elapsed * 1000),
         "time_to_first_token_ms": int(ttft * 1000) if ttft is not None else None,
+        "estimate_basis": basis,
     }
     with app.app_context():
         try:

@@ -28,15 +28,10 @@ from sqlalchemy import exc as sqlalchemy_exc
 
 from app.extensions import db, get_redis
 from app.models.types import UTCDateTime, utcnow
-from app.proxy import catalog_cache, limits
+from app.proxy import catalog_cache, limits, refusals
 from app.proxy.errors import GOOGLE, ProxyError, error_response
 from app.proxy.exchange import Caller, Exchange, settle
-from app.proxy.metering import (
-    IMAGE_TOKEN_ALLOWANCE,
-    MESSAGE_TOKEN_ALLOWANCE,
-    REQUEST_TOKEN_ALLOWANCE,
-    PricedModel,
-)
+from app.proxy.metering import InputSize, PricedModel
 from app.proxy.relay import Relay
 from app.proxy.streaming import stream_response
 from app.proxy.upstream import UpstreamCall, UpstreamResponse, error_from_response, send
@@ -62,9 +57,13 @@ KEY_CACHE_MAX = 100_000
 class Estimate:
     """What the hold is computed from (DESIGN.md, "Holds")."""
 
-    input_tokens: int
+    input: InputSize
     requested_output: int | None  # the client's own limit, if it set one
     choices: int = 1
+
+    @property
+    def input_tokens(self) -> int:
+        return self.input.bound
 
 
 @dataclass
@@ -140,11 +139,14 @@ def authenticate(*, fresh: bool = True) -> Caller:
     if digest is not None and not fresh:
         cached = _known_keys.get(digest)
         if cached is not None and time.monotonic() - cached[1] < config["KEY_CACHE_SECONDS"]:
+            refusals.note_key(cached[0].key_id)
             return cached[0]
     row = None
     if digest is not None:
         with db.engine.connect() as conn:
             row = conn.execute(KEY_SQL, {"key_hash": digest, "now": utcnow()}).first()
+        if row is not None:
+            refusals.note_key(row.id)
     if row is None or row.revoked_at is not None or row.expired:
         refuse_invalid_key(
             "Invalid API key." if row is None else "This API key is revoked or expired."
@@ -275,18 +277,11 @@ def measure_body(body: dict) -> tuple[int, int]:
     return text_bytes, images
 
 
-def estimate_input_tokens(body: dict, messages: int) -> int:
-    """A bound on the prompt's tokens: UTF-8 bytes of every string and number in the body, keys
-    included (a tool's JSON schema reaches the model whole; no token is shorter than a byte), a
-    fixed allowance per image instead of its encoded bytes, and framing allowances per message and
-    per request. Raises ProxyError 400 as `measure_body` does."""
+def measure_input(body: dict, messages: int) -> InputSize:
+    """What the body sends, for the hold's bound and the estimate (metering.InputSize). Raises
+    ProxyError 400 as `measure_body` does."""
     text_bytes, images = measure_body(body)
-    return (
-        text_bytes
-        + images * IMAGE_TOKEN_ALLOWANCE
-        + messages * MESSAGE_TOKEN_ALLOWANCE
-        + REQUEST_TOKEN_ALLOWANCE
-    )
+    return InputSize(text_bytes, images, messages)
 
 
 # --- the metered pipeline --------------------------------------------------------------------
@@ -301,6 +296,7 @@ def serve_metered(
 ) -> Response:
     """Run one metered request: `plan_for(model)` validates the request for its model (raising
     ProxyError) and says how to estimate, call and relay it."""
+    refusals.note_model(model_name)
     caller = authenticate(fresh=False)
     model = resolve_cached_model(model_name)
     plan = plan_for(model.priced)
@@ -318,7 +314,7 @@ def serve_metered(
         model=model.priced,
         request_id=request_id,
         hold_id=reservation.hold_id,
-        input_estimate=plan.estimate.input_tokens,
+        input_size=plan.estimate.input,
         output_limit=reservation.output_limit,
         gateway_set_limit=plan.estimate.requested_output is None,
         stream=plan.stream,
@@ -461,6 +457,7 @@ def forward(exchange: Exchange, plan: Plan) -> Response:
     Whatever fails before the answer is under way releases the hold (settles at no charge).
     """
     app = current_app._get_current_object()
+    refusals.upstream_reached()
     try:
         response = call_upstream(exchange, plan.upstream_call(exchange))
         relay = plan.relay()
@@ -555,6 +552,7 @@ def proxy_errors(dialect: str) -> Callable:
             try:
                 return view(*args, **kwargs)
             except ProxyError as error:
+                refusals.record_refusal(error)
                 return error_response(error, dialect, g.request_id)
             except STORE_UNAVAILABLE as exc:
                 log.warning("proxy request refused, a store is unavailable: %s", type(exc).__name__)

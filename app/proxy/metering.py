@@ -25,6 +25,63 @@ IMAGE_TOKEN_ALLOWANCE = 3_000
 MESSAGE_TOKEN_ALLOWANCE = 16
 REQUEST_TOKEN_ALLOWANCE = 64
 OUTPUT_BYTES_PER_TOKEN = 4
+# What an estimate (not a bound) counts, for a request billed without the provider's counts: a
+# middle figure per image (Gemini 258, OpenAI 765 for 1024 x 1024 at high detail, Anthropic about
+# 1,600 for 1.15 MP) and OpenAI's published framing (3 tokens per message, 3 to prime the reply,
+# rounded up to 4 per message).
+IMAGE_TOKEN_ESTIMATE = 1_000
+MESSAGE_TOKEN_ESTIMATE = 4
+REQUEST_TOKEN_ESTIMATE = 3
+
+
+@dataclass(frozen=True)
+class InputSize:
+    """What a request sends, measured once: UTF-8 bytes of its text (every string and number,
+    keys included), its images and its messages.
+
+    `bound` is the hold's input (DESIGN.md, "Holds": no token is shorter than a byte, so it is
+    never below the real count); `estimate` is what a request is billed for when the provider
+    never reported its counts, measured as output is: ceil(bytes / 4), plus middle figures for
+    images and framing. The estimate never exceeds the bound, so the hold always covers it.
+    """
+
+    text_bytes: int
+    images: int
+    messages: int
+
+    @property
+    def bound(self) -> int:
+        return (
+            self.text_bytes
+            + self.images * IMAGE_TOKEN_ALLOWANCE
+            + self.messages * MESSAGE_TOKEN_ALLOWANCE
+            + REQUEST_TOKEN_ALLOWANCE
+        )
+
+    @property
+    def estimate(self) -> int:
+        return (
+            math.ceil(self.text_bytes / OUTPUT_BYTES_PER_TOKEN)
+            + self.images * IMAGE_TOKEN_ESTIMATE
+            + self.messages * MESSAGE_TOKEN_ESTIMATE
+            + REQUEST_TOKEN_ESTIMATE
+        )
+
+
+def estimate_basis(size: InputSize, delivered_bytes: int) -> dict:
+    """How an "estimated" record's counts were made, kept on the record and shown to the
+    customer: the measurements and the rules applied to them."""
+    return {
+        "text_bytes_sent": size.text_bytes,
+        "images_sent": size.images,
+        "messages_sent": size.messages,
+        "bytes_delivered": delivered_bytes,
+        "input_rule": (
+            f"ceil(text bytes / {OUTPUT_BYTES_PER_TOKEN}) + {IMAGE_TOKEN_ESTIMATE:,} per image "
+            f"+ {MESSAGE_TOKEN_ESTIMATE} per message + {REQUEST_TOKEN_ESTIMATE}"
+        ),
+        "output_rule": f"ceil(bytes delivered / {OUTPUT_BYTES_PER_TOKEN})",
+    }
 
 
 @dataclass

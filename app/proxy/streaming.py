@@ -210,31 +210,27 @@ def hang_up(response: UpstreamResponse, reader_done: threading.Event) -> None:
 def _feed_buffered(chunks: queue.SimpleQueue, relay: Relay) -> None:
     """Give the relay what the reader had already read when the stream was left: the provider
     generated it (its final counts may be among it), so it is proven and billed."""
-    while True:
-        try:
-            item = chunks.get_nowait()
-        except queue.Empty:
-            return
-        if item is None:
-            relay.end()
-            return
-        if isinstance(item, Exception):
-            return
-        relay.feed(item)
+    _drain(chunks, relay, read_timeout=None)
 
 
 def _drain(
-    chunks: queue.SimpleQueue, relay: Relay, read_timeout: float, within: float | None = None
+    chunks: queue.SimpleQueue,
+    relay: Relay,
+    read_timeout: float | None,
+    within: float | None = None,
 ) -> None:
     """Read a stream the client left to its end (or for `within` seconds at most), keeping only
-    the usage it reports."""
+    the usage it reports; with `read_timeout` None, only what the reader has queued already."""
     deadline = None if within is None else time.monotonic() + within
     while True:
-        wait = read_timeout if deadline is None else min(read_timeout, deadline - time.monotonic())
-        if wait <= 0:
-            return
         try:
-            item = chunks.get(timeout=wait)
+            if read_timeout is None:
+                item = chunks.get_nowait()
+            else:
+                wait = read_timeout if deadline is None else deadline - time.monotonic()
+                if wait <= 0:
+                    return
+                item = chunks.get(timeout=min(wait, read_timeout))
         except queue.Empty:
             return
         if item is None:

@@ -15,6 +15,7 @@ from app.proxy import (
     bp,
     gemini,
     openai,
+    refusals,
     translate_anthropic,
     translate_gemini,
 )
@@ -25,9 +26,9 @@ from app.proxy.gateway import (
     Plan,
     admit_unmetered,
     authenticate,
-    estimate_input_tokens,
     json_response,
     measure_body,
+    measure_input,
     proxy_errors,
     resolve_model,
     serve_metered,
@@ -124,7 +125,7 @@ def chat_plan(body: dict, model) -> Plan:
         openai.refuse_service_tier(body)
     stream = bool(body.get("stream"))
     estimate = Estimate(
-        input_tokens=estimate_input_tokens(body, len(body["messages"])),
+        input=measure_input(body, len(body["messages"])),
         requested_output=openai.chat_output_limit(body),
         choices=openai.chat_choices(body),
     )
@@ -170,7 +171,7 @@ def responses_plan(body: dict, model) -> Plan:
     input_items = body["input"] if isinstance(body["input"], list) else [body["input"]]
     return Plan(
         Estimate(
-            input_tokens=estimate_input_tokens(body, len(input_items)),
+            input=measure_input(body, len(input_items)),
             requested_output=openai.responses_output_limit(body),
         ),
         stream,
@@ -278,7 +279,7 @@ def messages_plan(body: dict, model) -> Plan:
     headers = anthropic.forwarded_headers(request.headers)
     return Plan(
         Estimate(
-            input_tokens=estimate_input_tokens(body, len(body["messages"])),
+            input=measure_input(body, len(body["messages"])),
             requested_output=anthropic.output_limit(body),
         ),
         stream,
@@ -304,11 +305,13 @@ def anthropic_count_tokens():
     """Free at Anthropic, so not metered; still needs a valid key, an Anthropic model the key may
     use, and a slot in the key's requests per minute."""
     body = read_json_body()
+    refusals.note_model(body.get("model"))
     caller = authenticate()
     model = resolve_model(body.get("model"))
     require_provider(model, "anthropic")
     measure_body(body)  # refuses what cannot be sent on
     admit_unmetered(caller, model)
+    refusals.upstream_reached()
     upstream = send(
         UpstreamCall(
             provider="anthropic",
@@ -375,7 +378,7 @@ def generate_plan(body: dict, model, version: str, action: str) -> Plan:
     as_sse = request.args.get("alt") == "sse"
     return Plan(
         Estimate(
-            input_tokens=estimate_input_tokens(body, len(body["contents"])),
+            input=measure_input(body, len(body["contents"])),
             requested_output=gemini.output_limit(body),
             choices=gemini.candidate_count(body),
         ),

@@ -1,19 +1,22 @@
-"""Public pages: home, pricing, terms; and the load balancer probes."""
+"""Public pages: home, pricing, the API documentation, a page per model, terms; and the load
+balancer probes."""
 
 from __future__ import annotations
 
-from flask import current_app, jsonify, render_template, request
+from flask import current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import text
 
 from app.extensions import db, get_redis
 from app.models.catalog import PROVIDERS
-from app.public import bp
+from app.proxy.errors import ANTHROPIC, GOOGLE, OPENAI
+from app.public import bp, docs
 from app.services.catalog import enabled_models, price_table
 from app.services.terms import SUPPORT_EMAIL_MARKER, load_terms
 
 PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google", "xai": "xAI"}
 SEARCH_MAX = 100
+DIALECT_LABELS = {OPENAI: "/v1", ANTHROPIC: "/anthropic", GOOGLE: "/gemini"}
 
 
 @bp.get("/")
@@ -38,6 +41,55 @@ def pricing():
     if request.htmx and not request.htmx.history_restore_request:
         return render_template("public/partials/pricing_rows.html", **context)
     return render_template("public/pricing.html", **context)
+
+
+@bp.get("/docs")
+def api_docs():
+    limits = docs.limits()
+    return render_template(
+        "public/docs.html",
+        base=docs.base_url(),
+        models=docs.example_models(),
+        key_var=docs.KEY_VARIABLE,
+        placeholder=docs.KEY_PLACEHOLDER,
+        gemini_versions=docs.GEMINI_VERSIONS,
+        model_prefixes=list(docs.MODEL_PREFIXES),
+        error_rows=docs.error_rows(),
+        provider_error_rows=docs.provider_error_rows(),
+        no_retry_statuses=sorted(docs.NO_RETRY_STATUSES),
+        sample_errors=docs.sample_error_bodies(),
+        dialect_labels=DIALECT_LABELS,
+        limits=limits,
+        request_size=docs.byte_size(limits.max_request_bytes),
+        unpriceable=docs.unpriceable_features(),
+    )
+
+
+@bp.get("/models/<path:model_id>")
+def model_page(model_id: str):
+    """A model's limits, every price and an example; a prefixed id (`openai/gpt-4o`) redirects
+    to its model's page, and an unknown or disabled model is a 404."""
+    model = docs.enabled_model(model_id)
+    if model is None:
+        canonical = docs.canonical_model_id(model_id)
+        if canonical is not None:
+            return redirect(url_for("public.model_page", model_id=canonical), 301)
+        return render_template(
+            "errors/error.html", code=404, message="OneKey offers no such model."
+        ), 404
+    thresholds, rows = docs.price_rows(price_table(model))
+    return render_template(
+        "public/model.html",
+        model=model,
+        thresholds=thresholds,
+        price_rows=rows,
+        input_kinds=docs.input_kinds(model.model_id),
+        routes=docs.model_routes(model),
+        prefixed_id=docs.PROVIDER_PREFIXES[model.provider] + model.model_id,
+        base=docs.base_url(),
+        key_var=docs.KEY_VARIABLE,
+        placeholder=docs.KEY_PLACEHOLDER,
+    )
 
 
 @bp.get("/terms")

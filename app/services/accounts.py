@@ -119,14 +119,11 @@ def account_by_email(email: str) -> Account | None:
     return db.session.scalar(select(Account).where(func.lower(Account.email) == email.lower()))
 
 
-def register(
-    *, email: str, password: str, age_confirmed: bool, terms_accepted: bool, is_admin: bool = False
-) -> Account:
-    """Create an account for someone who attests to being 18+ and accepts the Terms.
-
-    Raises AccountError with every problem found, or EmailTaken when the input is otherwise good
-    but the address has an account; nothing is written then.
-    """
+def signup_problems(
+    *, email: str, password: str, age_confirmed: bool, terms_accepted: bool
+) -> dict[str, str]:
+    """Every reason these sign-up details cannot make an account, by field; {} when none. Whether
+    the address already has an account is not one of them (see `register`)."""
     errors: dict[str, str] = {}
     try:
         email = normalise_email(email)
@@ -139,8 +136,23 @@ def register(
         errors["age_confirmed"] = "You must be at least 18 years old to use OneKey."
     if not terms_accepted:
         errors["terms_accepted"] = "You must accept the Terms of Service."
+    return errors
+
+
+def register(
+    *, email: str, password: str, age_confirmed: bool, terms_accepted: bool, is_admin: bool = False
+) -> Account:
+    """Create an account for someone who attests to being 18+ and accepts the Terms.
+
+    Raises AccountError with every problem found, or EmailTaken when the input is otherwise good
+    but the address has an account; nothing is written then.
+    """
+    errors = signup_problems(
+        email=email, password=password, age_confirmed=age_confirmed, terms_accepted=terms_accepted
+    )
     if errors:
         raise AccountError(errors)
+    email = normalise_email(email)
     # Only once the rest is good: a taken address with bad input gets the answer a free one gets.
     existing = account_by_email(email)
     if existing is not None:

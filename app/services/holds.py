@@ -419,6 +419,7 @@ USAGE_COLUMNS = (
     "prices_applied",
     "latency_ms",
     "time_to_first_token_ms",
+    "estimate_basis",
     "created_at",
 )
 USAGE_DEFAULTS = {
@@ -433,6 +434,7 @@ USAGE_DEFAULTS = {
     "prices_applied": {},
     "latency_ms": None,
     "time_to_first_token_ms": None,
+    "estimate_basis": None,
 }
 
 
@@ -444,6 +446,8 @@ def _usage_params(usage: dict | None, cost: int, now: datetime) -> dict:
     values = {**USAGE_DEFAULTS, **usage}
     values["cost"] = cost
     values["prices_applied"] = json.dumps(values["prices_applied"], separators=(",", ":"))
+    if values["estimate_basis"] is not None:
+        values["estimate_basis"] = json.dumps(values["estimate_basis"], separators=(",", ":"))
     values["created_at"] = now
     values.pop("cost_nanocredits", None)
     return {"record": True, **{f"u_{c}": values.get(c) for c in USAGE_COLUMNS}}
@@ -492,7 +496,8 @@ WITH claimed AS MATERIALIZED (
     INSERT INTO usage_records (account_id, api_key_id, hold_id, request_id, provider, model_id, route, status,
                                streamed, input_tokens, cache_read_tokens, cache_write_5m_tokens,
                                cache_write_1h_tokens, output_tokens, reasoning_tokens, cost,
-                               prices_applied, latency_ms, time_to_first_token_ms, created_at)
+                               prices_applied, latency_ms, time_to_first_token_ms,
+                               estimate_basis, created_at)
     SELECT h.account_id, h.api_key_id, CAST(:hold_id AS bigint), CAST(:u_request_id AS text),
            CAST(:u_provider AS text), CAST(:u_model_id AS text), CAST(:u_route AS text),
            CAST(:u_status AS text), CAST(:u_streamed AS boolean),
@@ -501,7 +506,7 @@ WITH claimed AS MATERIALIZED (
            CAST(:u_output_tokens AS integer), CAST(:u_reasoning_tokens AS integer),
            CAST(:u_cost AS bigint), CAST(:u_prices_applied AS json),
            CAST(:u_latency_ms AS integer), CAST(:u_time_to_first_token_ms AS integer),
-           CAST(:u_created_at AS timestamp)
+           CAST(:u_estimate_basis AS json), CAST(:u_created_at AS timestamp)
     FROM h WHERE CAST(:record AS boolean)
     RETURNING id
 )
@@ -533,11 +538,12 @@ INSERT INTO usage_records (account_id, api_key_id, hold_id, request_id, provider
                            status, streamed, input_tokens, cache_read_tokens,
                            cache_write_5m_tokens, cache_write_1h_tokens, output_tokens,
                            reasoning_tokens, cost, prices_applied, latency_ms,
-                           time_to_first_token_ms, created_at)
+                           time_to_first_token_ms, estimate_basis, created_at)
 VALUES (:account_id, :api_key_id, :hold_id, :u_request_id, :u_provider, :u_model_id, :u_route,
         :u_status, :u_streamed, :u_input_tokens, :u_cache_read_tokens, :u_cache_write_5m_tokens,
         :u_cache_write_1h_tokens, :u_output_tokens, :u_reasoning_tokens, :u_cost,
-        :u_prices_applied, :u_latency_ms, :u_time_to_first_token_ms, :u_created_at)
+        :u_prices_applied, :u_latency_ms, :u_time_to_first_token_ms, :u_estimate_basis,
+        :u_created_at)
 """
 )
 

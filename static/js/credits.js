@@ -1,7 +1,32 @@
-// The payment page: Stripe.js saves the card (confirmCardSetup), the server charges it, and Stripe.js
-// completes 3-D Secure when the bank asks (confirmCardPayment). The server re-checks every outcome.
+// The credits page: preset amounts fill the amount field, whose htmx attributes then update "what it
+// buys". The payment page: Stripe.js saves the card (confirmCardSetup), the server charges it, and
+// Stripe.js completes 3-D Secure when the bank asks (confirmCardPayment). The server re-checks every
+// outcome.
 (() => {
   "use strict";
+
+  const presets = document.getElementById("amount-presets");
+  const amount = document.getElementById("amount");
+  if (presets && amount) {
+    const buttons = [...presets.querySelectorAll("button[data-amount]")];
+    const dollars = (text) => Number.parseFloat(String(text).trim().replace(/^\$/, ""));
+    const markChosen = () => {
+      const typed = dollars(amount.value);
+      buttons.forEach((button) => {
+        button.setAttribute("aria-pressed", String(dollars(button.dataset.amount) === typed));
+      });
+    };
+    presets.addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-amount]");
+      if (!button) return;
+      amount.value = button.dataset.amount;
+      // As if typed: htmx's `input changed` trigger asks for what the amount buys.
+      amount.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+    amount.addEventListener("input", markChosen);
+    markChosen();
+    presets.hidden = false;
+  }
 
   const paymentForm = document.getElementById("payment-form");
   if (paymentForm) {

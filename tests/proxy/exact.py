@@ -194,12 +194,21 @@ def assert_billed_exactly(app, record: UsageRecord, call, route: str) -> int:
     return cost
 
 
-def assert_estimated(app, record: UsageRecord, delivered_text: str, prompt_words: int) -> None:
-    """No provider counts: `estimated`, output = ceil(UTF-8 bytes delivered / 4), an input
-    estimate no smaller than what the provider would have counted, priced at the catalogue."""
+def assert_estimated(app, record: UsageRecord, delivered_text: str, prompt: str) -> None:
+    """No provider counts: `estimated`, output = ceil(UTF-8 bytes delivered / 4), input =
+    ceil(UTF-8 bytes of the text sent / 4) plus 1,000 an image, 4 a message and 3 (the basis the
+    record keeps, which holds at least the prompt), priced at the catalogue."""
     assert record.status == "estimated", record.status
     assert record.output_tokens == ceil_quarter(delivered_text)
-    assert record.input_tokens >= 10 + prompt_words  # the fakes' count: 10 + words
+    basis = record.estimate_basis
+    assert basis["text_bytes_sent"] >= len(prompt.encode())
+    assert basis["bytes_delivered"] == len(delivered_text.encode())
+    assert record.input_tokens == (
+        math.ceil(basis["text_bytes_sent"] / 4)
+        + 1_000 * basis["images_sent"]
+        + 4 * basis["messages_sent"]
+        + 3
+    )
     classes = record_classes(record)
     cost, _ = expected_cost(app, record.model_id, classes, record.input_tokens)
     assert record.cost_nanocredits == cost > 0

@@ -301,7 +301,7 @@ def test_answer_without_usage_is_estimated_from_the_bytes_delivered(
     call = only_call(fakes, provider)
     assert call.completed and call.usage_reported is None
     record = settled_record(app, account_id, START_NANOS)
-    assert_estimated(app, record, text, len(NOUSAGE_PROMPT.split()))
+    assert_estimated(app, record, text, NOUSAGE_PROMPT)
 
 
 @pytest.mark.parametrize(
@@ -368,7 +368,7 @@ def test_tool_call_without_usage_is_estimated_from_the_arguments_delivered(
     assert call.completed and call.usage_reported is None
     record = settled_record(app, account_id, START_NANOS)
     if isinstance(arguments, str):
-        assert_estimated(app, record, arguments, len(prompt.split()))
+        assert_estimated(app, record, arguments, prompt)
     else:
         # Native answers carry the arguments as a JSON object: at least its compact bytes were
         # delivered.

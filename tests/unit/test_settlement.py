@@ -14,7 +14,7 @@ from app.models import Account, Hold, LedgerEntry, UsageRecord
 from app.models.types import utcnow
 from app.proxy import exchange as exchange_module
 from app.proxy import gateway
-from app.proxy.metering import PricedModel, Usage
+from app.proxy.metering import InputSize, PricedModel, Usage
 from app.services.keys import create_key
 from app.services.ledger import check_invariants, grant_credits, place_hold
 from app.services.usage import record_usage
@@ -91,7 +91,7 @@ def test_settlement_is_queued_when_the_database_fails_and_done_by_the_worker(
         model=MODEL,
         request_id="req-1",
         hold_id=hold_id,
-        input_estimate=100,
+        input_size=InputSize(300, 0, 1),
         output_limit=50,
         gateway_set_limit=False,
         stream=False,
@@ -144,7 +144,7 @@ def test_a_provider_error_before_anything_was_delivered_is_an_upstream_error(app
         model=MODEL,
         request_id="req-1",
         hold_id=hold_id,
-        input_estimate=100,
+        input_size=InputSize(300, 0, 1),
         output_limit=50,
         gateway_set_limit=False,
         stream=True,

@@ -52,6 +52,8 @@ SIGNATURE = "signature"
 ACCESS_RULES = {
     "public.home": PUBLIC,
     "public.pricing": PUBLIC,
+    "public.api_docs": PUBLIC,
+    "public.model_page": PUBLIC,
     "public.terms": PUBLIC,
     "public.healthz": PUBLIC,
     "public.readyz": PUBLIC,
@@ -66,8 +68,10 @@ ACCESS_RULES = {
     "portal.keys": SIGNED_IN,
     "portal.create_key": ACTIVE,
     "portal.revoke_key": SIGNED_IN,  # a suspended customer may still revoke a leaked key
+    "portal.refusals": SIGNED_IN,  # a suspended customer may still see why requests fail
     "portal.usage": SIGNED_IN,
     "portal.credits": SIGNED_IN,
+    "portal.what_it_buys": SIGNED_IN,
     "portal.buy_credits": ACTIVE,
     "portal.purchase": SIGNED_IN,
     "portal.confirm_purchase": ACTIVE,
@@ -236,6 +240,7 @@ PARAMETERS = {
     "event_id": lambda world, owner: world.event_id,
     "version": lambda world, owner: "v1beta",
     "model_action": lambda world, owner: "no-such-model:generateContent",
+    "model_id": lambda world, owner: "gpt-4.1",  # a catalogue id with a dot
 }
 # Parameters naming an object of one account: the portal answers another account's with a 404.
 OWNED_PARAMETERS = {"purchase_id", "request_id", "key_id"}
@@ -244,6 +249,7 @@ QUERY_PARAMETERS = {
     "rest": lambda world, owner: "no/such/route",
     "portal.new_refund": {"purchase": "purchase_id"},
     "portal.create_refund": {"purchase": "purchase_id"},
+    "portal.refusals": {"key": "key_id"},
 }
 # Fields that take a post past validation to the rule under test (and change nothing).
 FORM_FIELDS = {"portal.confirm_purchase": {"payment_method": "pm_card_visa"}}

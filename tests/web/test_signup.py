@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
@@ -157,3 +159,80 @@ def test_csrf_token_from_another_session_is_refused(app, client):
     )
     assert response.status_code == 400
     assert account_count(app) == 0
+
+
+# --- Issue 10 item 15: every problem at once, the password kept, the first problem focused ----
+
+
+def autofocused(page: str) -> list[str]:
+    return [
+        re.search(r'\sid="([^"]+)"', tag).group(1)
+        for tag in re.findall(r"<input[^>]*>", page)
+        if re.search(r"\sautofocus(?=[\s>])", tag)
+    ]
+
+
+def test_signup_shows_every_problem_at_once_the_checkboxes_too(app, browser):
+    response = browser.signup("", password="short", age_confirmed=None, terms_accepted=None)
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    for message in (
+        "This field is required",  # email
+        "Use at least 10 characters.",
+        "You must be at least 18 years old to use OneKey.",
+        "You must accept the Terms of Service.",
+    ):
+        assert message in page, message
+    assert page.count('aria-invalid="true"') == 4
+    assert account_count(app) == 0
+
+
+def test_signup_shows_the_services_problems_beside_the_forms_own(app, browser):
+    response = browser.signup("not-an-email", password="", terms_accepted=None)
+    page = response.get_data(as_text=True)
+    assert "Enter a valid email address" in page
+    assert "This field is required" in page  # the password
+    assert "You must accept the Terms of Service." in page
+    assert "You must be at least 18" not in page  # that box was ticked
+    assert page.count('aria-invalid="true"') == 3
+    assert account_count(app) == 0
+
+
+def test_the_password_is_kept_after_a_failed_signup_and_never_cached(app, browser):
+    response = browser.signup(
+        "person@example.com", password="my own long passphrase", terms_accepted=None
+    )
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    password_input = re.search(r'<input[^>]*id="password"[^>]*>', page).group(0)
+    assert 'value="my own long passphrase"' in password_input
+    assert 'type="password"' in password_input
+    assert 'value="person@example.com"' in page
+    assert "no-store" in response.headers["Cache-Control"]
+    # A fresh page shows no password.
+    fresh = browser.get("/signup").get_data(as_text=True)
+    assert 'value="my own long passphrase"' not in fresh
+
+
+@pytest.mark.parametrize(
+    ("overrides", "focused"),
+    [
+        ({"terms_accepted": None}, "terms_accepted"),
+        ({"age_confirmed": None, "terms_accepted": None}, "age_confirmed"),
+        ({"password": "short", "age_confirmed": None}, "password"),
+        ({"email": "a@b", "password": "short"}, "email"),
+    ],
+)
+def test_the_first_field_with_a_problem_has_the_focus(app, browser, overrides, focused):
+    page = browser.signup(**{"email": "person@example.com", **overrides}).get_data(as_text=True)
+    assert autofocused(page) == [focused]
+
+
+def test_a_refused_address_focuses_the_email_field_and_a_fresh_page_nothing(
+    app, browser, make_account
+):
+    assert autofocused(browser.get("/signup").get_data(as_text=True)) == []
+    make_account("taken@example.com")
+    page = browser.signup("taken@example.com").get_data(as_text=True)
+    assert SIGNUP_REFUSED in page
+    assert autofocused(page) == ["email"]
