@@ -15,6 +15,7 @@ from rq.cron import CronScheduler
 from app import create_app
 from app.extensions import db
 from app.tasks import QUEUES
+from app.tasks.alerts import LOW_BALANCE_CHECK_INTERVAL_SECONDS, check_low_balances_job
 from app.tasks.lifecycle import STALLED_SWEEP_INTERVAL_SECONDS, resume_stalled_requests_job
 from app.tasks.maintenance import (
     ORPHAN_SWEEP_INTERVAL_SECONDS,
@@ -75,6 +76,12 @@ def register_cron_jobs(scheduler: CronScheduler) -> None:
         queue_name="lifecycle",
         interval=STALLED_SWEEP_INTERVAL_SECONDS,
         job_timeout=300,
+    )
+    scheduler.register(
+        check_low_balances_job,
+        queue_name="default",
+        interval=LOW_BALANCE_CHECK_INTERVAL_SECONDS,
+        job_timeout=120,
     )
 
 

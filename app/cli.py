@@ -92,9 +92,19 @@ def register_cli(app: Flask) -> None:
     @credits.command("grant")
     @click.argument("email")
     @click.argument("amount")
-    @click.option("--note", required=True, help="Why the credits are granted.")
+    @click.option("--note", required=True, help="Why the credits are granted (for admins).")
+    @click.option(
+        "--note-for-customer",
+        help="What the customer's activity shows about the grant (otherwise: credit from OneKey).",
+    )
     @click.option("--idempotency-key", help="Running the command again with it grants once.")
-    def credits_grant(email: str, amount: str, note: str, idempotency_key: str | None):
+    def credits_grant(
+        email: str,
+        amount: str,
+        note: str,
+        note_for_customer: str | None,
+        idempotency_key: str | None,
+    ):
         """Grant AMOUNT credits (a decimal) through the ledger; grants are never paid out."""
         account = _account_or_exit(email)
         try:
@@ -104,7 +114,11 @@ def register_cli(app: Flask) -> None:
         key = f"grant:cli:{idempotency_key or secrets.token_hex(16)}"
         try:
             _, created = ledger.grant_credits(
-                account.id, amount_nanos, note=note, idempotency_key=key
+                account.id,
+                amount_nanos,
+                note=note,
+                idempotency_key=key,
+                public_note=note_for_customer,
             )
         except (ValueError, ledger.IdempotencyConflict) as exc:
             raise click.ClickException(str(exc)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -19,6 +19,15 @@ class Account(UserMixin, db.Model):
     __table_args__ = (
         CheckConstraint("status IN ('active', 'suspended', 'closed', 'terminated')", name="status"),
         CheckConstraint("held >= 0", name="held_not_negative"),
+        CheckConstraint("low_balance_threshold > 0", name="low_balance_threshold_positive"),
+        # The alert check reads only accounts with a threshold; `balance` stays out of every index,
+        # so a settlement's update of it remains a heap-only (HOT) update on PostgreSQL.
+        Index(
+            "ix_accounts_low_balance_watch",
+            "id",
+            postgresql_where=text("low_balance_threshold IS NOT NULL"),
+            sqlite_where=text("low_balance_threshold IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -42,6 +51,12 @@ class Account(UserMixin, db.Model):
     # Set when a balance went below zero or a payment needs a look; cleared by an admin.
     flagged_reason: Mapped[str | None] = mapped_column(Text)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # The customer's low-balance email: sent once when the balance falls below the threshold
+    # (None: no alert), re-armed (sent_at back to None) once it is at or above it again.
+    low_balance_threshold_nanocredits: Mapped[int | None] = mapped_column(
+        "low_balance_threshold", BigInteger
+    )
+    low_balance_alert_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
     @property

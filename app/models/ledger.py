@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -23,16 +23,23 @@ class LedgerEntry(db.Model):
             "kind IN ('purchase', 'usage', 'refund', 'grant', 'adjustment', 'dispute', 'forfeit')",
             name="kind",
         ),
+        # The customer's activity and spend: entries of one kind in a time range, summed from the
+        # index alone (it also serves every lookup by account).
+        Index(
+            "ix_ledger_entries_account_kind_created", "account_id", "kind", "created_at", "amount"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     amount_nanocredits: Mapped[int] = mapped_column("amount", BigInteger, nullable=False)
     reference_type: Mapped[str | None] = mapped_column(String(32))
     reference_id: Mapped[str | None] = mapped_column(String(255))
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
-    note: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)  # for admins
+    # What the customer's activity shows about a grant or an adjustment (an admin chooses it).
+    public_note: Mapped[str | None] = mapped_column(Text)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 

@@ -69,13 +69,26 @@ def _account_keys() -> list[ApiKey]:
 
 @bp.get("/dashboard")
 def dashboard():
+    from app.portal.activity import low_balance_alert_form
+    from app.services.activity import spend as account_spend
+    from app.services.money import nanos_to_credits
+
+    now = utcnow()
+    spend = account_spend(current_user.id, now)
     return render_template(
         "portal/dashboard.html",
         keys=_account_keys(),
         base_url=_base_url(),
-        now=utcnow(),
+        now=now,
         example_model="gpt-4o-mini",
         closing=refunds.closing_request(current_user.id),
+        spend=spend,
+        # The 7-day chart's data, read by static/js/dashboard.js from a data attribute (CSP).
+        spend_chart={
+            "labels": [f"{day:%a} {day.day}" for day, _ in spend.days],
+            "credits": [nanos_to_credits(amount) for _, amount in spend.days],
+        },
+        alert_form=low_balance_alert_form(),
     )
 
 

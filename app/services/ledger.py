@@ -72,6 +72,7 @@ def post_entry(
     reference_type: str | None = None,
     reference_id: str | None = None,
     note: str | None = None,
+    public_note: str | None = None,
     actor_id: int | None = None,
 ) -> tuple[LedgerEntry, bool]:
     """Append one movement and move the cached balance with it; returns (entry, created).
@@ -91,6 +92,7 @@ def post_entry(
             reference_type=reference_type,
             reference_id=reference_id,
             note=note,
+            public_note=public_note,
             actor_id=actor_id,
         )
         try:
@@ -123,6 +125,10 @@ def _entry_by_key(idempotency_key: str) -> LedgerEntry | None:
     )
 
 
+# The longest note for the customer a grant may carry (it is shown in a table cell).
+PUBLIC_NOTE_MAX = 300
+
+
 def grant_credits(
     account_id: int,
     amount_nanocredits: int,
@@ -130,12 +136,21 @@ def grant_credits(
     note: str,
     idempotency_key: str,
     actor_id: int | None = None,
+    public_note: str | None = None,
 ) -> tuple[LedgerEntry, bool]:
-    """A non-refundable grant. Raises ValueError unless the amount is positive and a note is given."""
+    """A non-refundable grant. `note` is for admins; `public_note`, when given, is what the
+    customer's activity shows about it (without one it reads as a credit from OneKey).
+
+    Raises ValueError unless the amount is positive, a note is given and the public note is at
+    most PUBLIC_NOTE_MAX characters.
+    """
     if amount_nanocredits <= 0:
         raise ValueError("a grant must be a positive amount")
     if not note.strip():
         raise ValueError("a grant needs a note")
+    public_note = (public_note or "").strip() or None
+    if public_note is not None and len(public_note) > PUBLIC_NOTE_MAX:
+        raise ValueError(f"the note for the customer is longer than {PUBLIC_NOTE_MAX} characters")
     return post_entry(
         account_id=account_id,
         kind="grant",
@@ -144,6 +159,7 @@ def grant_credits(
         reference_type="admin" if actor_id else "operator",
         reference_id=str(actor_id) if actor_id else None,
         note=note.strip(),
+        public_note=public_note,
         actor_id=actor_id,
     )
 

@@ -82,6 +82,9 @@ ACCESS_RULES = {
     "portal.create_refund": SIGNED_IN,  # Terms §4 and §10: asking for a refund is "contacting us"
     "portal.refund_request": SIGNED_IN,
     "portal.refund_request_status": SIGNED_IN,
+    "portal.activity": SIGNED_IN,
+    "portal.receipt": SIGNED_IN,
+    "portal.set_low_balance_alert": SIGNED_IN,  # only an email to the customer
     "portal.close_account": SIGNED_IN,
     "portal.request_closure": SIGNED_IN,
     "admin.": ADMIN_ONLY,
