@@ -9,7 +9,7 @@ column definition) rather than batch mode: batch mode would rebuild catalog_mode
 it drops the version triggers of migration 0003.
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-04 19:00:00
 
 """
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
