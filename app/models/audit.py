@@ -16,11 +16,14 @@ class AuditLogEntry(db.Model):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     # None when the system acted (a dispute, a scheduled job).
-    actor_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
-    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    action: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     target_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, index=True
+    )
 
     actor = relationship("Account", foreign_keys=[actor_id])
+    target_account = relationship("Account", foreign_keys=[target_account_id])
