@@ -148,7 +148,17 @@ class CreditAdjustmentForm(FlaskForm):
         id="adjust-amount",
     )
     reason = _reason_field(id="adjust-reason")
-    note = _customer_message_field("Note (optional)", ADJUSTMENT_NOTE_MAX, id="adjust-note")
+    note = TextAreaField(
+        "Note (optional)",
+        validators=[
+            Length(
+                max=ADJUSTMENT_NOTE_MAX,
+                message=f"The note can be at most {ADJUSTMENT_NOTE_MAX} characters.",
+            )
+        ],
+        filters=[_strip],
+        id="adjust-note",
+    )
     note_visible = BooleanField("The customer may see the note", id="adjust-note-visible")
     form_key = HiddenField(id="adjust-form-key")
     amount_nanocredits: int | None = None
