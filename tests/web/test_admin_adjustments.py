@@ -5,6 +5,8 @@ post once; a debit takes at most the available credit; only active admins reach 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -252,3 +254,64 @@ def test_item2_customers_and_suspended_admins_get_a_404_and_change_nothing(
         assert response.status_code == 404
     assert counts(app) == before
     assert balance_of(app, alice) == (0, 0)
+
+
+def _waiting_on_a_lock(app) -> bool:
+    """Whether another connection waits on a lock (PostgreSQL; SQLite's writers queue on the
+    database's write lock, taken by BEGIN IMMEDIATE, which no query shows)."""
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            return True
+        with db.engine.connect() as connection:
+            return bool(
+                connection.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                ).scalar()
+            )
+
+
+@pytest.mark.parametrize("direction", ["grant", "debit"])
+def test_item2_two_posts_of_one_form_at_once_post_once(app, make_account, direction):
+    """The second post arrives while the first is still uncommitted: it waits for it (a row lock
+    or the ledger key's unique index) and then answers with the first one's adjustment."""
+    from app.services.adjustments import adjust_credit
+
+    admin_id = make_account("admin@example.com", admin=True)
+    alice = make_account("alice@example.com")
+    with app.app_context():
+        grant_credits(alice, 10 * CREDIT, note="welcome", idempotency_key="g1")
+        db.session.commit()
+    fields = {
+        "direction": direction,
+        "amount_nanocredits": 6 * CREDIT,
+        "reason": "sent twice",
+        "note": None,
+        "note_visible": False,
+        "form_key": "same-form-key-0123456789",
+        "actor_id": admin_id,
+    }
+    second: dict = {}
+
+    def post_again() -> None:
+        with app.app_context():
+            outcome = adjust_credit(db.session.get(Account, alice), **fields)
+            second["created"] = outcome.created
+            second["adjustment"] = outcome.adjustment.id
+            db.session.commit()
+
+    with app.app_context():
+        first = adjust_credit(db.session.get(Account, alice), **fields)
+        thread = threading.Thread(target=post_again)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock(app) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert thread.is_alive(), "the second post did not wait for the first"
+        db.session.commit()
+        first_id = first.adjustment.id
+    thread.join(timeout=30)
+    assert second == {"created": False, "adjustment": first_id}
+    assert counts(app) == (2, 1, 1)  # the welcome grant and one adjustment, audited once
+    expected = 16 * CREDIT if direction == "grant" else 4 * CREDIT
+    assert balance_of(app, alice) == (expected, 0)
