@@ -3,7 +3,7 @@ account search
 
 `credit_adjustments` holds an admin's grant or debit beside its ledger entry: the reason (for admins;
 audited) and a note the customer may see or not (`note_visible`). The audit log gains indexes for
-its filters (admin, action, date); purchases record the Stripe charge that paid them, and usage
+its filters (admin or action, each with the date it is ordered by, and the date alone); purchases record the Stripe charge that paid them, and usage
 records are indexed by request id, so the account search finds an account by either.
 
 Revision ID: 0011
@@ -58,8 +58,12 @@ def upgrade():
         )
 
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_audit_log_actor_id"), ["actor_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_audit_log_action"), ["action"], unique=False)
+        batch_op.create_index(
+            "ix_audit_log_actor_created", ["actor_id", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_audit_log_action_created", ["action", "created_at"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_audit_log_created_at"), ["created_at"], unique=False)
 
     with op.batch_alter_table("purchases", schema=None) as batch_op:
@@ -84,8 +88,8 @@ def downgrade():
 
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_created_at"))
-        batch_op.drop_index(batch_op.f("ix_audit_log_action"))
-        batch_op.drop_index(batch_op.f("ix_audit_log_actor_id"))
+        batch_op.drop_index("ix_audit_log_action_created")
+        batch_op.drop_index("ix_audit_log_actor_created")
 
     with op.batch_alter_table("credit_adjustments", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_credit_adjustments_account_id"))
