@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import secrets
 
 from flask_wtf import FlaskForm
-from wtforms import StringField, TextAreaField
+from wtforms import BooleanField, HiddenField, RadioField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, ValidationError
 
-from app.services.accounts import REASON_MAX
+from app.services.adjustments import NOTE_MAX as ADJUSTMENT_NOTE_MAX
+from app.services.audit import REASON_MAX
 from app.services.money import AmountError, credits_to_nanos
 from app.services.refunds import NOTE_MAX, RefundError, parse_refund_cents
 
@@ -125,3 +128,52 @@ class SellPriceForm(ReasonForm):
             self.sell_nanos_per_mtok = credits_to_nanos(field.data)
         except AmountError as exc:
             raise ValidationError(f"{exc}; enter credits per 1M tokens, like 2.75.") from None
+
+
+class CreditAdjustmentForm(FlaskForm):
+    """Granting or debiting credit by hand. `form_key` is made when the form is first shown and
+    sent back with it, so the same form posts once however often it is sent."""
+
+    direction = RadioField(
+        "Adjustment",
+        choices=[SelectChoice("grant", "Grant credit"), SelectChoice("debit", "Debit credit")],
+        default="grant",
+        validators=[DataRequired("Choose to grant or to debit credit.")],
+        id="adjust-direction",
+    )
+    amount = StringField(
+        "Amount in credits",
+        validators=[DataRequired("Enter an amount in credits, like 5 or 2.50.")],
+        filters=[_strip],
+        id="adjust-amount",
+    )
+    reason = _reason_field(id="adjust-reason")
+    note = TextAreaField(
+        "Note (optional)",
+        validators=[
+            Length(
+                max=ADJUSTMENT_NOTE_MAX,
+                message=f"The note can be at most {ADJUSTMENT_NOTE_MAX} characters.",
+            )
+        ],
+        filters=[_strip],
+        id="adjust-note",
+    )
+    note_visible = BooleanField("The customer may see the note", id="adjust-note-visible")
+    form_key = HiddenField(id="adjust-form-key")
+    amount_nanocredits: int | None = None
+
+    @classmethod
+    def blank(cls) -> CreditAdjustmentForm:
+        """A new, empty form with its own key (a posted form keeps the key it was sent with)."""
+        form = cls(formdata=None)
+        form.form_key.data = secrets.token_urlsafe(24)
+        return form
+
+    def validate_amount(self, field) -> None:
+        try:
+            self.amount_nanocredits = credits_to_nanos(field.data)
+        except AmountError as exc:
+            raise ValidationError(f"{exc}; enter credits, like 5 or 2.50.") from None
+        if self.amount_nanocredits <= 0:
+            raise ValidationError("Enter an amount above 0; choose Debit to take credit away.")

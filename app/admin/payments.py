@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from app.admin import bp
 from app.admin.forms import ReasonForm
 from app.extensions import db
 from app.models import Account, Purchase, ReconciliationRun, StripeEvent
 from app.models.purchases import PURCHASE_STATUSES
-from app.services.accounts import record_audit
+from app.services import accounts as account_service
+from app.services import payments as payment_service
 from app.services.payments import display_dollars
 from app.tasks import stripe_events as stripe_tasks
+from app.web_helpers import is_fragment_request as _is_fragment_request
+from app.web_helpers import page_number, paginate, render_page_or_fragment
 
 PAGE_SIZE = 50
 FLAGGED_LIMIT = 200
@@ -25,22 +28,6 @@ def money_helpers() -> dict:
     return {"dollars": display_dollars}
 
 
-def _is_fragment_request() -> bool:
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
-def _page() -> int:
-    return max(request.args.get("page", 1, type=int) or 1, 1)
-
-
-def _paged(query, order_by, page: int):
-    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = db.session.execute(
-        query.order_by(*order_by).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
-    ).all()
-    return rows, total, max(1, -(-total // PAGE_SIZE))
-
-
 # Purchases.
 
 
@@ -49,22 +36,22 @@ def purchases():
     status = request.args.get("status", "")
     if status not in PURCHASE_STATUSES:
         status = ""
-    page = _page()
     query = select(Purchase, Account.email).join(Account, Account.id == Purchase.account_id)
     if status:
         query = query.where(Purchase.status == status)
-    rows, total, pages = _paged(query, (Purchase.created_at.desc(), Purchase.id.desc()), page)
-    context = {
-        "purchases": rows,
-        "status": status,
-        "statuses": PURCHASE_STATUSES,
-        "page": page,
-        "pages": pages,
-        "total": total,
-    }
-    if _is_fragment_request():
-        return render_template("admin/partials/purchases_table.html", **context)
-    return render_template("admin/purchases.html", **context)
+    listed = paginate(
+        query.order_by(Purchase.created_at.desc(), Purchase.id.desc()), page_number(), PAGE_SIZE
+    )
+    return render_page_or_fragment(
+        "admin/purchases.html",
+        "admin/partials/purchases_table.html",
+        purchases=listed.items,
+        status=status,
+        statuses=PURCHASE_STATUSES,
+        page=listed.page,
+        pages=listed.pages,
+        total=listed.total,
+    )
 
 
 # Webhook events.
@@ -78,24 +65,25 @@ def _webhooks_context(problems: bool, page: int) -> dict:
     query = select(StripeEvent)
     if problems:
         query = query.where(_needs_attention())
-    rows, total, pages = _paged(
-        query, (StripeEvent.received_at.desc(), StripeEvent.id.desc()), page
+    listed = paginate(
+        query.order_by(StripeEvent.received_at.desc(), StripeEvent.id.desc()), page, PAGE_SIZE
     )
     return {
-        "events": [row[0] for row in rows],
+        "events": listed.items,
         "problems": problems,
-        "page": page,
-        "pages": pages,
-        "total": total,
+        "page": listed.page,
+        "pages": listed.pages,
+        "total": listed.total,
     }
 
 
 @bp.get("/webhooks")
 def webhooks():
-    context = _webhooks_context(request.args.get("problems", "") == "1", _page())
-    if _is_fragment_request():
-        return render_template("admin/partials/webhooks_table.html", **context)
-    return render_template("admin/webhooks.html", **context)
+    return render_page_or_fragment(
+        "admin/webhooks.html",
+        "admin/partials/webhooks_table.html",
+        **_webhooks_context(request.args.get("problems", "") == "1", page_number()),
+    )
 
 
 def _webhook_answer(event: StripeEvent, message: str, category: str, status: int = 200):
@@ -126,15 +114,7 @@ def retry_webhook(event_id: str):
             "error",
             409,
         )
-    previous_error = event.error
-    event.processed_at = None
-    event.error = None
-    record_audit(
-        actor_id=current_user.id,
-        action="stripe_event.retry",
-        target_account_id=None,
-        details={"event": event.id, "error": previous_error},
-    )
+    payment_service.requeue_event(event, actor_id=current_user.id)
     db.session.commit()
     stripe_tasks.enqueue_stripe_event(event.id)
     return _webhook_answer(event, f"{event.id} is queued again.", "success")
@@ -203,14 +183,7 @@ def clear_flag(account_id: int):
     if account.flagged_reason is None:
         db.session.rollback()
         return _clear_flag_answer(account, form, 409, f"{account.email} is not flagged.")
-    record_audit(
-        actor_id=current_user.id,
-        action="account.clear_flag",
-        target_account_id=account.id,
-        reason=form.reason.data,
-        details={"flag": account.flagged_reason},
-    )
-    account.flagged_reason = None
+    account_service.clear_flag(account, reason=form.reason.data, actor_id=current_user.id)
     db.session.commit()
     return _clear_flag_answer(account, form, 200, f"The flag on {account.email} is cleared.")
 
@@ -242,7 +215,7 @@ def reconciliation():
 
 @bp.post("/reconciliation/run")
 def run_reconciliation():
-    record_audit(actor_id=current_user.id, action="reconciliation.run", target_account_id=None)
+    payment_service.request_reconciliation(actor_id=current_user.id)
     db.session.commit()
     stripe_tasks.enqueue_reconciliation(actor_id=current_user.id)
     message = "Reconciliation queued."

@@ -3,14 +3,13 @@ the account's purchases, usage and ledger, and the decisions on it (audited by t
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased, selectinload
 
 from app.admin import bp
 from app.admin.forms import ApproveForm, DenyForm
-from app.admin.payments import _is_fragment_request, _page, _paged
 from app.extensions import db
 from app.models import Account, AccountRequest, Hold, LedgerEntry, Purchase, UsageRecord
 from app.models.lifecycle import REQUEST_KINDS, REQUEST_STATES
@@ -20,11 +19,13 @@ from app.services.payments import plain_dollars
 from app.services.refunds import RefundError
 from app.tasks import lifecycle as lifecycle_tasks
 from app.tasks import mail as mail_tasks
+from app.web_helpers import is_fragment_request, page_number, paginate, render_page_or_fragment
 
 # Requests an admin has to act on: new ones, and failed ones to retry or give up on.
 WAITING_STATES = ("requested", "failed")
 STATE_FILTERS = (("waiting", "waiting for a decision"), *REQUEST_STATES)
 RECENT_ROWS = 20
+PAGE_SIZE = 50
 KIND_LABELS = {"refund": "Refund", "closure": "Closure", "termination": "Termination"}
 
 
@@ -68,7 +69,6 @@ def list_requests():
     kind = request.args.get("kind", "")
     if kind not in REQUEST_KINDS:
         kind = ""
-    page = _page()
     decider = aliased(Account)
     query = (
         select(AccountRequest, Account.email, decider.email)
@@ -81,22 +81,23 @@ def list_requests():
         query = query.where(AccountRequest.state == state)
     if kind:
         query = query.where(AccountRequest.kind == kind)
-    rows, total, pages = _paged(
-        query, (AccountRequest.created_at.desc(), AccountRequest.id.desc()), page
+    listed = paginate(
+        query.order_by(AccountRequest.created_at.desc(), AccountRequest.id.desc()),
+        page_number(),
+        PAGE_SIZE,
     )
-    context = {
-        "requests": rows,
-        "status": state,
-        "statuses": STATE_FILTERS,
-        "kind": kind,
-        "kinds": REQUEST_KINDS,
-        "page": page,
-        "pages": pages,
-        "total": total,
-    }
-    if _is_fragment_request():
-        return render_template("admin/partials/requests_table.html", **context)
-    return render_template("admin/refunds.html", **context)
+    return render_page_or_fragment(
+        "admin/refunds.html",
+        "admin/partials/requests_table.html",
+        requests=listed.items,
+        status=state,
+        statuses=STATE_FILTERS,
+        kind=kind,
+        kinds=REQUEST_KINDS,
+        page=listed.page,
+        pages=listed.pages,
+        total=listed.total,
+    )
 
 
 # One request.
@@ -177,10 +178,13 @@ def _request_context(account_request: AccountRequest, **extra) -> dict:
 
 
 def _render_request(account_request: AccountRequest, status: int = 200, **extra):
-    context = _request_context(account_request, **extra)
-    if _is_fragment_request():
-        return render_template("admin/partials/request_update.html", oob=True, **context), status
-    return render_template("admin/refund_request.html", **context), status
+    return render_page_or_fragment(
+        "admin/refund_request.html",
+        "admin/partials/request_update.html",
+        status_code=status,
+        oob=True,
+        **_request_context(account_request, **extra),
+    )
 
 
 @bp.get("/refunds/<int:request_id>")
@@ -189,7 +193,7 @@ def refund_request(request_id: int):
 
 
 def _decision_answer(account_request: AccountRequest, message: str):
-    if _is_fragment_request():
+    if is_fragment_request():
         return _render_request(account_request, notice=message)
     flash(message, "success")
     return redirect(url_for("admin.refund_request", request_id=account_request.id))

@@ -1,6 +1,7 @@
 """All models, imported here so Alembic and the app see the whole schema."""
 
 from app.models.accounts import Account
+from app.models.adjustments import CreditAdjustment
 from app.models.audit import AuditLogEntry
 from app.models.catalog import CatalogModel, ModelPrice
 from app.models.keys import ApiKey
@@ -15,6 +16,7 @@ __all__ = [
     "ApiKey",
     "AuditLogEntry",
     "CatalogModel",
+    "CreditAdjustment",
     "Hold",
     "LedgerEntry",
     "ModelPrice",

@@ -29,6 +29,8 @@ class Purchase(db.Model):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending", index=True)
     stripe_setup_intent_id: Mapped[str | None] = mapped_column(String(255))
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # The charge that paid it, recorded when it is credited (for finding it by a Stripe id).
+    stripe_charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     refunded_cents: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # Debited while a chargeback is open or was lost; given back when the dispute is won.

@@ -25,7 +25,7 @@ class UsageRecord(db.Model):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"), unique=True)
-    request_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    request_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     provider: Mapped[str] = mapped_column(String(16), nullable=False)
     model_id: Mapped[str] = mapped_column(String(128), nullable=False)
     route: Mapped[str] = mapped_column(String(64), nullable=False)

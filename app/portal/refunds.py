@@ -14,6 +14,7 @@ from app.portal.forms import RefundRequestForm
 from app.services import refunds
 from app.services.payments import display_dollars, plain_dollars
 from app.services.refunds import RefundError
+from app.web_helpers import is_fragment_request
 
 
 def account_requests(account_id: int) -> list[AccountRequest]:
@@ -127,7 +128,7 @@ def refund_request(request_id: int):
 def refund_request_status(request_id: int):
     """The fragment that polls while the request is open."""
     account_request = _request_or_404(request_id)
-    if not request.htmx:
+    if not is_fragment_request():
         return redirect(url_for("portal.refund_request", request_id=account_request.id))
     return render_template(
         "portal/partials/refund_request_status.html", **request_context(account_request)

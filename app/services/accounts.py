@@ -9,14 +9,15 @@ from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
-from app.models import Account, AuditLogEntry
+from app.models import Account
 from app.models.types import utcnow
+from app.services.audit import REASON_MAX, clean_reason, record_audit
+from app.services.errors import AccountError
 from app.services.terms import current_terms_version
 
 EMAIL_MAX = 254
 PASSWORD_MIN = 10
 PASSWORD_MAX = 128
-REASON_MAX = 500
 # A short list of the passwords most often tried first; long enough to stop the obvious ones.
 COMMON_PASSWORDS = frozenset(
     [
@@ -54,14 +55,6 @@ COMMON_PASSWORDS = frozenset(
     ]
 )
 _DUMMY_HASH = generate_password_hash("timing-equaliser-not-a-password")
-
-
-class AccountError(ValueError):
-    """A request about an account that cannot be honoured; `errors` maps fields to messages."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(errors.values()))
-        self.errors = errors
 
 
 class EmailTaken(AccountError):
@@ -252,39 +245,6 @@ def account_for_reset_token(token: str) -> Account | None:
     return account
 
 
-def record_audit(
-    *,
-    actor_id: int | None,
-    action: str,
-    target_account_id: int | None,
-    reason: str | None = None,
-    details: dict | None = None,
-) -> AuditLogEntry:
-    entry = AuditLogEntry(
-        actor_id=actor_id,
-        action=action,
-        target_account_id=target_account_id,
-        reason=reason,
-        details=details,
-    )
-    db.session.add(entry)
-    db.session.flush()
-    return entry
-
-
-def clean_reason(reason: str) -> str:
-    """The reason an admin gives for an audited action, stripped.
-
-    Raises AccountError (field "reason") when it is empty or longer than REASON_MAX.
-    """
-    reason = (reason or "").strip()
-    if not reason:
-        raise AccountError({"reason": "Give a reason; it is recorded in the audit log."})
-    if len(reason) > REASON_MAX:
-        raise AccountError({"reason": f"The reason can be at most {REASON_MAX} characters."})
-    return reason
-
-
 def clean_customer_message(message: str | None) -> str | None:
     """What an admin chose to tell the customer (emailed; shown on their pages), or None.
 
@@ -346,3 +306,23 @@ def _change_status(
         reason=reason,
         details={"from": previous, "to": status},
     )
+
+
+def clear_flag(account: Account, *, reason: str, actor_id: int) -> None:
+    """An admin has looked at what flagged the account (a negative balance, a payment) and clears
+    it; the flag is kept in the audit entry.
+
+    Raises AccountError without a reason or when the account is not flagged.
+    """
+    reason = clean_reason(reason)
+    if account.flagged_reason is None:
+        raise AccountError({"flag": f"{account.email} is not flagged."})
+    record_audit(
+        actor_id=actor_id,
+        action="account.clear_flag",
+        target_account_id=account.id,
+        reason=reason,
+        details={"flag": account.flagged_reason},
+    )
+    account.flagged_reason = None
+    db.session.flush()

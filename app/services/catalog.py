@@ -15,7 +15,8 @@ from app.extensions import db
 from app.models import CatalogModel, ModelPrice
 from app.models.catalog import MODEL_STATUSES, PRICE_CLASSES, PROVIDERS
 from app.models.types import utcnow
-from app.services.accounts import AccountError, clean_reason, record_audit
+from app.services.accounts import AccountError
+from app.services.audit import clean_reason, record_audit
 from app.services.money import MAX_NANOCREDITS, nanos_to_credits
 from app.services.pricing import sell_price, usd_per_mtok_to_nanos
 from app.services.search import contains

@@ -18,7 +18,8 @@ from app.extensions import db
 from app.models import Account, AccountRequest, ApiKey
 from app.models.types import utcnow
 from app.services import ledger, refunds
-from app.services.accounts import AccountError, clean_reason, record_audit
+from app.services.accounts import AccountError
+from app.services.audit import clean_reason, record_audit
 from app.services.refunds import RefundError
 
 # A closure or termination waits this long between looks at the requests still in flight.

@@ -22,6 +22,7 @@ from app.models import Account, Purchase, ReconciliationRun, StripeEvent
 from app.models.types import utcnow
 from app.services import accounts as account_service
 from app.services import ledger
+from app.services.audit import record_audit
 from app.services.money import AmountError, parse_decimal
 from app.services.stripe_api import as_dict, stripe_client
 
@@ -311,6 +312,7 @@ def apply_payment_succeeded(intent: dict) -> str:
     )
     purchase.status = "succeeded"
     purchase.stripe_payment_intent_id = intent["id"]
+    purchase.stripe_charge_id = purchase.stripe_charge_id or _charge_of(intent)
     purchase.failure_message = None
     purchase.succeeded_at = purchase.succeeded_at or utcnow()
     db.session.flush()
@@ -318,6 +320,15 @@ def apply_payment_succeeded(intent: dict) -> str:
         # Paid for before the account ended: the credit is the customer's, to be refunded.
         _flag_account(purchase.account_id, "payment: credited after the account ended; refund it")
     return "credited" if created else "already credited"
+
+
+def _charge_of(intent: dict) -> str | None:
+    """The charge that paid a PaymentIntent (`latest_charge`; `charges` on older API versions)."""
+    charge = _id_of(intent.get("latest_charge"))
+    if charge is None:
+        listed = (intent.get("charges") or {}).get("data") or []
+        charge = _id_of(listed[-1]) if listed else None
+    return charge
 
 
 def apply_payment_failed(intent: dict) -> str:
@@ -368,6 +379,7 @@ def apply_charge_refunded(charge: dict) -> str:
     purchase = _purchase_paid_by(_id_of(charge.get("payment_intent")))
     if purchase is None:
         return _flag(None, None, f"refund of unknown charge {charge.get('id')}")
+    purchase.stripe_charge_id = purchase.stripe_charge_id or charge.get("id")
     refunds = charge.get("refunds") or {}
     listed = refunds.get("data") if isinstance(refunds, dict) else None
     if listed is None or refunds.get("has_more"):
@@ -461,7 +473,28 @@ def process_event(event_id: str) -> str | None:
     return outcome
 
 
+def requeue_event(event: StripeEvent, *, actor_id: int) -> None:
+    """An admin sends an event that failed or never ran through its handler again (audited; the
+    caller queues it after the commit). The handlers move money once per ledger key, so running
+    one again is safe."""
+    previous_error = event.error
+    event.processed_at = None
+    event.error = None
+    record_audit(
+        actor_id=actor_id,
+        action="stripe_event.retry",
+        target_account_id=None,
+        details={"event": event.id, "error": previous_error},
+    )
+
+
 # Reconciliation: what the webhooks missed.
+
+
+def request_reconciliation(*, actor_id: int) -> None:
+    """Record that an admin asked for a reconciliation run (the caller queues it after the
+    commit)."""
+    record_audit(actor_id=actor_id, action="reconciliation.run", target_account_id=None)
 
 
 def reconcile_payments(*, actor_id: int | None = None, now: datetime | None = None):

@@ -26,7 +26,7 @@ from app.models import Account, AccountRequest, Hold, LedgerEntry, Purchase, Ref
 from app.models.lifecycle import OPEN_STATES
 from app.models.types import utcnow
 from app.services import ledger
-from app.services.accounts import clean_reason, record_audit
+from app.services.audit import clean_reason, record_audit
 from app.services.money import AmountError, parse_decimal
 from app.services.payments import NANOS_PER_CENT, cents_to_nanos, display_dollars, record_refund
 from app.services.stripe_api import as_dict, stripe_client
