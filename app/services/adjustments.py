@@ -165,12 +165,15 @@ def adjust_credit(
                 f"{nanos_to_credits(max(account.available_nanocredits, 0))} credits now."
             }
         )
+    # The customer's Activity page shows the ledger entry's public note.
+    public_note = note if note_visible else None
     try:
         if kind == "grant":
             entry, created = ledger.grant_credits(
                 account.id,
                 amount_nanocredits,
                 note=reason,
+                public_note=public_note,
                 idempotency_key=ledger_key(form_key),
                 actor_id=actor_id,
             )
@@ -183,6 +186,7 @@ def adjust_credit(
                 reference_type="admin",
                 reference_id=str(actor_id),
                 note=reason,
+                public_note=public_note,
                 actor_id=actor_id,
             )
     except ledger.IdempotencyConflict:

@@ -7,7 +7,7 @@ its filters (admin or action, each with the date it is ordered by, and the date 
 records are indexed by request id, so the account search finds an account by either.
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0010
 Create Date: 2026-12-06 09:00:00
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0005"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -159,8 +159,40 @@ def test_item2_a_note_is_kept_from_the_customer_unless_the_box_is_ticked(app, ad
     # The customer's own pages show no trace of it.
     customer = Browser(app.test_client())
     customer.login("alice@example.com")
-    for path in ("/dashboard", "/credits", "/credits/history"):
+    for path in ("/dashboard", "/credits", "/credits/history", "/activity"):
         assert "flagged for review" not in customer.get(path).get_data(as_text=True)
+
+
+def test_item2_a_visible_note_is_on_the_customers_activity_page(app, admin, alice):
+    """Issue 10 item 7: a granted balance is explained to the customer by the note the admin
+    chose to show; the reason stays the admins'."""
+    post(
+        admin,
+        alice,
+        form_of(admin, alice),
+        amount="3",
+        reason="goodwill",
+        note="A gift from us.",
+        note_visible="y",
+    )
+    debit = post(
+        admin,
+        alice,
+        form_of(admin, alice),
+        direction="debit",
+        amount="1",
+        reason="correction",
+        note="internal only",
+    )
+    assert debit.status_code == 303
+    with app.app_context():
+        notes = db.session.scalars(select(LedgerEntry.public_note).order_by(LedgerEntry.id)).all()
+    assert notes == ["A gift from us.", None]
+    customer = Browser(app.test_client())
+    customer.login("alice@example.com")
+    page = customer.get("/activity").get_data(as_text=True)
+    assert "A gift from us." in page
+    assert "internal only" not in page and "goodwill" not in page and "correction" not in page
 
 
 @pytest.mark.parametrize("htmx", [False, True])
