@@ -1,6 +1,6 @@
 """All models, imported here so Alembic and the app see the whole schema."""
 
-from app.models.accounts import Account
+from app.models.accounts import Account, RecoveryCode
 from app.models.audit import AuditLogEntry
 from app.models.catalog import CatalogModel, ModelPrice
 from app.models.keys import ApiKey
@@ -20,6 +20,7 @@ __all__ = [
     "ModelPrice",
     "Purchase",
     "ReconciliationRun",
+    "RecoveryCode",
     "RefundPart",
     "StripeEvent",
     "UsageRecord",
