@@ -80,15 +80,25 @@ def pending_secret(account: Account) -> str:
     """
     if account.has_second_factor:
         raise TwoFactorError("The second factor is already set up.")
-    if account.totp_secret is None:
-        # Conditional, so two pages opened at once show one secret, not the last one written.
-        db.session.execute(
-            update(Account)
-            .where(Account.id == account.id, Account.totp_secret.is_(None))
-            .values(totp_secret=_encrypt(pyotp.random_base32()))
-            .execution_options(synchronize_session=False)
+    if account.totp_secret is not None:
+        try:
+            return stored_secret(account)
+        except TwoFactorError:
+            pass  # encrypted under an earlier KEY_HASH_SECRET: nothing was enrolled with it
+    # Conditional, so two pages opened at once show one secret, not the last one written.
+    db.session.execute(
+        update(Account)
+        .where(
+            Account.id == account.id,
+            Account.totp_enabled_at.is_(None),
+            Account.totp_secret.is_(None)
+            if account.totp_secret is None
+            else Account.totp_secret == account.totp_secret,
         )
-        db.session.refresh(account, ["totp_secret"])
+        .values(totp_secret=_encrypt(pyotp.random_base32()))
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(account, ["totp_secret"])
     return stored_secret(account)
 
 

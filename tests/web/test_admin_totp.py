@@ -378,3 +378,26 @@ def test_item8_ensure_admin_leads_the_first_sign_in_to_enrolment(app, runner):
     _, codes, _ = enrol_through_pages(browser)
     assert len(codes) == 10
     assert browser.get("/admin/accounts").status_code == 200
+
+
+def test_item8_a_secret_encrypted_under_another_key_hash_secret_needs_a_reset(
+    app, make_account, monkeypatch
+):
+    make_account(ADMIN, admin=True)
+    make_account(NEW_ADMIN, admin=True, two_factor=False)
+    with app.app_context():
+        secret = totp.stored_secret(account_by_email(ADMIN))
+        pending = totp.pending_secret(account_by_email(NEW_ADMIN))
+        db.session.commit()
+    monkeypatch.setitem(app.config, "KEY_HASH_SECRET", "another-key-hash-secret")
+    browser = signed_in_at_the_code(app)
+    refused = browser.enter_code(pyotp.TOTP(secret).now())
+    assert refused.status_code == 401
+    assert "cannot be read: reset it" in refused.get_data(as_text=True)
+    # Nothing was enrolled with a pending one: the setup page shows a new secret it can read.
+    newcomer = Browser(app.test_client())
+    newcomer.login(NEW_ADMIN)
+    page = newcomer.get(SETUP).get_data(as_text=True)
+    shown = SECRET_TEXT.search(page).group(1).replace(" ", "")
+    assert shown != pending
+    assert newcomer.post_form(SETUP, {"code": pyotp.TOTP(shown).now()}).status_code == 200
