@@ -14,7 +14,7 @@ from app.extensions import db
 from app.models import Account
 from app.services import accounts as account_service
 from app.services import keys as key_service
-from app.services import ledger
+from app.services import ledger, totp
 from app.services.catalog import sync_catalog
 from app.services.money import AmountError, credits_to_nanos, nanos_to_credits
 
@@ -87,7 +87,27 @@ def register_cli(app: Flask) -> None:
         )
         db.session.commit()
         click.echo(f"admin account created: {account.email}  password: {password}")
-        click.echo("(shown once; change it after signing in)")
+        click.echo(
+            "(shown once; change it after signing in. The first sign-in sets up the second "
+            "factor: have an authenticator app ready)"
+        )
+
+    @users.command("reset-2fa")
+    @click.argument("email")
+    @click.option("--reason", default="reset by the operator (flask users reset-2fa)")
+    def users_reset_2fa(email: str, reason: str):
+        """Remove an admin's second factor and recovery codes and end their sessions: the next
+        sign-in sets up a new one (for an admin who lost the phone and the codes)."""
+        account = _account_or_exit(email)
+        try:
+            totp.reset(account, actor_id=None, reason=reason)
+        except totp.TwoFactorError as exc:
+            raise click.ClickException(str(exc)) from None
+        db.session.commit()
+        click.echo(
+            f"second factor of {account.email} removed; its sessions are ended and the next "
+            "sign-in sets up a new one"
+        )
 
     @credits.command("grant")
     @click.argument("email")

@@ -98,6 +98,11 @@ class Config:
     SIGNUP_NOTICE_MAX_PER_EMAIL = _int("SIGNUP_NOTICE_MAX_PER_EMAIL", 3)
     SIGNUP_NOTICE_WINDOW_SECONDS = _int("SIGNUP_NOTICE_WINDOW_SECONDS", 3600)
 
+    # Wrong second-factor codes allowed per admin in LOGIN_THROTTLE_WINDOW_SECONDS.
+    SECOND_FACTOR_MAX_FAILURES = _int("SECOND_FACTOR_MAX_FAILURES", 5)
+    # An admin session with no admin request for this long enters a code again to go on.
+    ADMIN_IDLE_TIMEOUT_SECONDS = _int("ADMIN_IDLE_TIMEOUT_SECONDS", 900)
+
     SESSION_COOKIE_NAME = "onekey_session"
     # The cookie's lifetime slides with each request; this one does not: a sign-in lasts this long.
     SESSION_ABSOLUTE_LIFETIME_SECONDS = _int("SESSION_ABSOLUTE_LIFETIME_SECONDS", 7 * 24 * 3600)

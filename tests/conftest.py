@@ -29,7 +29,7 @@ from sqlalchemy.exc import OperationalError  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
-from tests.helpers import TEST_PASSWORD, Browser  # noqa: E402
+from tests.helpers import TEST_PASSWORD, Browser, enrol_second_factor  # noqa: E402
 from tests.shop import app_server, shop  # noqa: E402,F401  (fixtures)
 from tests.stripe_emulator import stripe, stripe_emulator  # noqa: E402,F401  (fixtures)
 
@@ -176,10 +176,14 @@ def browser(client):
 
 @pytest.fixture
 def make_account(app):
-    """Create an account directly through the service: make_account(email, admin=False)."""
+    """Create an account directly through the service: make_account(email, admin=False). An admin
+    has enrolled a second factor, unless two_factor=False (Browser.login and sign_in_page enter
+    its codes)."""
     from app.services.accounts import register
 
-    def make(email: str, *, admin: bool = False, password: str = TEST_PASSWORD):
+    def make(
+        email: str, *, admin: bool = False, password: str = TEST_PASSWORD, two_factor: bool = True
+    ):
         with app.app_context():
             account = register(
                 email=email,
@@ -188,6 +192,8 @@ def make_account(app):
                 terms_accepted=True,
                 is_admin=admin,
             )
+            if admin and two_factor:
+                enrol_second_factor(account)
             db.session.commit()
             return account.id
 

@@ -3,6 +3,8 @@ import re
 from flask import Blueprint, abort, request
 from flask_login import current_user
 
+from app.auth import two_factor
+
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
@@ -18,16 +20,26 @@ def _in_admin_area() -> bool:
 
 
 @bp.before_app_request
-def require_admin() -> None:
+def require_admin():
     """The whole admin area, guarded once: anyone but a signed-in, active admin sees a 404.
 
     Registered app-wide and ahead of the CSRF check, so even a post without a token cannot tell
-    that an admin URL exists.
+    that an admin URL exists. An active admin goes on only in a session whose second factor was
+    verified and that has not been idle: otherwise every request, page, form or fragment, is sent
+    to enrolment or to the code first (app/auth/two_factor.py). The account is read afresh on each
+    request, so a demotion, suspension or reset applies to the very next one.
     """
-    if _in_admin_area() and not (
+    if not _in_admin_area():
+        return None
+    if not (
         current_user.is_authenticated and current_user.is_admin and current_user.is_active_account
     ):
         abort(404)
+    step = two_factor.missing_step(current_user)
+    if step is not None:
+        return two_factor.send_to(step)
+    two_factor.record_admin_activity()
+    return None
 
 
 from app.admin import catalog, payments, refunds, views  # noqa: E402,F401

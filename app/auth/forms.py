@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, HiddenField, PasswordField
+from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
 from wtforms.validators import InputRequired, Length
 from wtforms.widgets import PasswordInput
 
 from app.services.accounts import EMAIL_MAX, PASSWORD_MAX
+
+SECOND_FACTOR_INPUT_MAX = 64
 
 
 class SignupForm(FlaskForm):
@@ -66,3 +68,11 @@ class AcceptTermsForm(FlaskForm):
     """Carries the version of the Terms shown, so that only what was read is accepted."""
 
     version = HiddenField(validators=[Length(max=16)])
+
+
+class SecondFactorForm(FlaskForm):
+    """A code from the authenticator app, or (when verifying) a recovery code."""
+
+    code = StringField(
+        "Authentication code", validators=[InputRequired(), Length(max=SECOND_FACTOR_INPUT_MAX)]
+    )

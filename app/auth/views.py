@@ -5,20 +5,22 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, logout_user
 
-from app.auth import bp
+from app.auth import bp, two_factor
 from app.auth.forms import (
     AcceptTermsForm,
     ChangePasswordForm,
     ForgotPasswordForm,
     LoginForm,
     ResetPasswordForm,
+    SecondFactorForm,
     SignupForm,
 )
 from app.extensions import db, get_redis
-from app.services import accounts, throttle
+from app.models import Account
+from app.services import accounts, throttle, totp
 from app.services.terms import SUPPORT_EMAIL_MARKER, load_terms
 from app.tasks.mail import enqueue_password_reset, enqueue_signup_attempt_notice
 from app.web import start_session
@@ -30,6 +32,7 @@ SIGNUP_REFUSED = (
     "If you already have one, sign in or reset your password."
 )
 TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Try again in {minutes} minutes."
+TOO_MANY_CODES = "Too many wrong codes. Try again in {minutes} minutes."
 # One slash, then printable ASCII (`!` to `~`) but a backslash, and never a second slash first.
 _CLEAN_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
 
@@ -118,7 +121,7 @@ def login():
             ),
         )
         if wait:
-            flash(TOO_MANY_ATTEMPTS.format(minutes=max(1, -(-wait // 60))), "error")
+            flash(TOO_MANY_ATTEMPTS.format(minutes=_minutes(wait)), "error")
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(wait)}
         account = accounts.authenticate(email, form.password.data)
         if account is None:
@@ -133,6 +136,9 @@ def login():
             return render_template("auth/login.html", form=form), 403
         start_session(account)
         next_page = _safe_next(request.args.get("next"))
+        if account.is_admin and account.is_active_account:
+            # The password alone opens the portal; the admin area waits for the second factor.
+            return redirect(url_for(two_factor.missing_step(account), next=next_page))
         if accounts.needs_terms_acceptance(account):
             return redirect(url_for("auth.accept_terms", next=next_page))
         return redirect(next_page or url_for("portal.dashboard"))
@@ -153,6 +159,10 @@ def _safe_next(target: str | None) -> str | None:
     if parts.scheme or parts.netloc:
         return None
     return target
+
+
+def _minutes(seconds: int) -> int:
+    return max(1, -(-seconds // 60))
 
 
 @bp.route("/terms/accept", methods=["GET", "POST"])
@@ -269,3 +279,124 @@ def change_password():
             return redirect(url_for("portal.dashboard"))
     status = 400 if form.is_submitted() else 200
     return render_template("auth/change_password.html", form=form), status
+
+
+# --- An admin's second factor (app/services/totp.py, app/auth/two_factor.py) ------------------
+
+
+def _active_admin_or_404() -> Account:
+    """The signed-in active admin; anyone else has no second factor to set up or enter."""
+    if not (current_user.is_admin and current_user.is_active_account):
+        abort(404)
+    return current_user._get_current_object()
+
+
+def _second_factor_wait(account: Account) -> int:
+    limit = current_app.config["SECOND_FACTOR_MAX_FAILURES"]
+    return throttle.is_throttled(get_redis(), "second-factor", str(account.id), limit)
+
+
+def _second_factor_failed(account: Account, form: SecondFactorForm, message: str) -> None:
+    db.session.rollback()
+    window = current_app.config["LOGIN_THROTTLE_WINDOW_SECONDS"]
+    throttle.record_failure(get_redis(), "second-factor", str(account.id), window)
+    form.code.errors = [*form.code.errors, message]
+
+
+def _second_factor_passed(account: Account) -> None:
+    db.session.commit()
+    throttle.clear(get_redis(), "second-factor", str(account.id))
+    two_factor.mark_verified(account)
+
+
+def _after_second_factor(account: Account, next_page: str | None):
+    if accounts.needs_terms_acceptance(account):
+        return redirect(url_for("auth.accept_terms", next=next_page))
+    return redirect(next_page or url_for("portal.dashboard"))
+
+
+@bp.route("/auth/2fa/setup", methods=["GET", "POST"])
+@login_required
+def two_factor_setup():
+    """An admin's enrolment, before the admin area opens: the QR code and the secret as text,
+    confirmed with a current code; then the recovery codes, shown this once. Once enrolled, the
+    secret is never shown again."""
+    account = _active_admin_or_404()
+    next_page = _safe_next(request.args.get("next"))
+    if account.has_second_factor:
+        return redirect(url_for("auth.two_factor_verify", next=next_page))
+    form = SecondFactorForm()
+    status = 400 if form.is_submitted() else 200
+    headers = {}
+    if form.validate_on_submit():
+        wait = _second_factor_wait(account)
+        if wait:
+            flash(TOO_MANY_CODES.format(minutes=_minutes(wait)), "error")
+            status, headers = 429, {"Retry-After": str(wait)}
+        else:
+            try:
+                codes = totp.confirm_enrolment(account, form.code.data)
+            except totp.TwoFactorError as exc:
+                _second_factor_failed(account, form, str(exc))
+                status = 401
+            else:
+                _second_factor_passed(account)
+                return render_template(
+                    "auth/2fa_recovery_codes.html",
+                    codes=codes,
+                    next_page=next_page or url_for("admin.index"),
+                )
+    secret = totp.pending_secret(account)
+    db.session.commit()
+    qr_code = totp.qr_code_data_uri(totp.provisioning_uri(account, secret))
+    return (
+        render_template(
+            "auth/2fa_setup.html", form=form, secret=secret, qr_code=qr_code, next_page=next_page
+        ),
+        status,
+        headers,
+    )
+
+
+@bp.route("/auth/2fa/verify", methods=["GET", "POST"])
+@login_required
+def two_factor_verify():
+    """An admin's code (or a recovery code): at sign-in, and again after the session was idle
+    for ADMIN_IDLE_TIMEOUT_SECONDS. Wrong codes are throttled like passwords."""
+    account = _active_admin_or_404()
+    next_page = _safe_next(request.args.get("next"))
+    if not account.has_second_factor:
+        return redirect(url_for("auth.two_factor_setup", next=next_page))
+    if two_factor.is_fresh(account):
+        return _after_second_factor(account, next_page)
+    form = SecondFactorForm()
+    status = 400 if form.is_submitted() else 200
+    headers = {}
+    if form.validate_on_submit():
+        wait = _second_factor_wait(account)
+        if wait:
+            flash(TOO_MANY_CODES.format(minutes=_minutes(wait)), "error")
+            status, headers = 429, {"Retry-After": str(wait)}
+        else:
+            try:
+                kind = totp.verify(account, form.code.data)
+            except totp.TwoFactorError as exc:
+                _second_factor_failed(account, form, str(exc))
+                status = 401
+            else:
+                _second_factor_passed(account)
+                if kind == "recovery":
+                    left = totp.recovery_codes_left(account)
+                    flash(
+                        f"You used a recovery code: {left} left. If your phone is lost, ask "
+                        "the operator to reset your second factor and set it up again.",
+                        "info",
+                    )
+                return _after_second_factor(account, next_page)
+    # The session verified this account before: it was idle, not signed out.
+    idle = session.get(two_factor.SECOND_FACTOR_FOR) == account.get_id()
+    return (
+        render_template("auth/2fa_verify.html", form=form, idle=idle, next_page=next_page),
+        status,
+        headers,
+    )

@@ -1,6 +1,6 @@
 """All models, imported here so Alembic and the app see the whole schema."""
 
-from app.models.accounts import Account
+from app.models.accounts import Account, RecoveryCode
 from app.models.adjustments import CreditAdjustment
 from app.models.audit import AuditLogEntry
 from app.models.catalog import CatalogModel, ModelPrice
@@ -22,6 +22,7 @@ __all__ = [
     "ModelPrice",
     "Purchase",
     "ReconciliationRun",
+    "RecoveryCode",
     "RefundPart",
     "StripeEvent",
     "UsageRecord",

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -57,6 +67,13 @@ class Account(UserMixin, db.Model):
         "low_balance_threshold", BigInteger
     )
     low_balance_alert_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # An admin's second factor (app/services/totp.py): the TOTP secret, encrypted; it is pending
+    # until the admin confirms a code from it, which sets `totp_enabled_at`.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The time step of the last code accepted: a code of that step or an earlier one is refused.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
     @property
@@ -73,9 +90,25 @@ class Account(UserMixin, db.Model):
         return self.status in ("closed", "terminated")
 
     @property
+    def has_second_factor(self) -> bool:
+        return self.totp_enabled_at is not None
+
+    @property
     def available_nanocredits(self) -> int:
         return self.balance_nanocredits - self.held_nanocredits
 
     def get_id(self) -> str:
         # The session version is part of the login id, so bumping it logs out every session.
         return f"{self.id}:{self.session_version}"
+
+
+class RecoveryCode(db.Model):
+    """One of an admin's single-use recovery codes; only an HMAC of the code is stored."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

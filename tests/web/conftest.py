@@ -13,7 +13,7 @@ from tests.helpers import Browser
 
 @pytest.fixture
 def admin(app, make_account):
-    """A signed-in admin's browser."""
+    """A signed-in admin's browser: enrolled, and past the second factor (the code of now)."""
     make_account("admin@example.com", admin=True)
     browser = Browser(app.test_client())
     browser.login("admin@example.com")

@@ -7,8 +7,10 @@ whose behaviour differs from its rule fails the matrix. Statuses are asserted by
 rule admits), never by page text, and no caller ever gets a 5xx.
 
 The callers: nobody signed in; a customer on their own objects; the same customer with the URL
-naming another customer's objects; a suspended customer on their own objects; an admin; a
-suspended admin. On the proxy each presents their own API key, except the customer asking for
+naming another customer's objects; a suspended customer on their own objects; an admin (past the
+second factor); a suspended admin; an admin without a second factor and an admin whose session was
+idle too long (issue 11 item 8: every admin route sends them to enrolment or to the code, never
+to the page). On the proxy each presents their own API key, except the customer asking for
 another's objects, who presents only the session: a browser session is no API credential.
 """
 
@@ -22,6 +24,7 @@ import pytest
 from sqlalchemy import select
 from werkzeug.routing import Rule
 
+from app.auth.two_factor import ADMIN_SEEN_AT
 from app.extensions import db
 from app.models import Account, CatalogModel, ModelPrice, StripeEvent
 from app.models.types import utcnow
@@ -41,6 +44,7 @@ ANONYMOUS_ONLY = "anonymous only"
 SIGNED_IN = "signed-in customer"
 ACTIVE = "active customer"
 ADMIN_ONLY = "admin only (404 to others)"
+SECOND_FACTOR = "an active admin's second factor (404 to others)"
 API_KEY = "api key"
 UNKNOWN_API_PATH = "unknown API path"
 SIGNATURE = "signature"
@@ -64,6 +68,8 @@ ACCESS_RULES = {
     "auth.reset_password": PUBLIC,  # the emailed token is the credential
     "auth.change_password": SIGNED_IN,
     "auth.accept_terms": SIGNED_IN,  # asks a signed-in account to accept changed Terms
+    "auth.two_factor_setup": SECOND_FACTOR,
+    "auth.two_factor_verify": SECOND_FACTOR,
     "portal.dashboard": SIGNED_IN,
     "portal.keys": SIGNED_IN,
     "portal.create_key": ACTIVE,
@@ -126,13 +132,27 @@ OTHERS_OBJECTS = "another customer's objects"
 SUSPENDED = "suspended customer"
 ADMIN = "admin"
 SUSPENDED_ADMIN = "suspended admin"
-ACTORS = (ANONYMOUS, CUSTOMER, OTHERS_OBJECTS, SUSPENDED, ADMIN, SUSPENDED_ADMIN)
+UNENROLLED_ADMIN = "admin without second factor"
+IDLE_ADMIN = "admin idle too long"
+ACTORS = (
+    ANONYMOUS,
+    CUSTOMER,
+    OTHERS_OBJECTS,
+    SUSPENDED,
+    ADMIN,
+    SUSPENDED_ADMIN,
+    UNENROLLED_ADMIN,
+    IDLE_ADMIN,
+)
+ACTIVE_ADMINS = (ADMIN, UNENROLLED_ADMIN, IDLE_ADMIN)
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 SAM = "sam@example.com"  # suspended
 BOSS = "boss@example.com"  # an admin
 FORMER_ADMIN = "former-admin@example.com"  # a suspended admin
+NEW_ADMIN = "new-admin@example.com"  # no second factor yet
+AWAY_ADMIN = "away-admin@example.com"  # enrolled; the session idles
 
 SIGNED_IN_AS = {
     ANONYMOUS: None,
@@ -141,6 +161,8 @@ SIGNED_IN_AS = {
     SUSPENDED: SAM,
     ADMIN: BOSS,
     SUSPENDED_ADMIN: FORMER_ADMIN,
+    UNENROLLED_ADMIN: NEW_ADMIN,
+    IDLE_ADMIN: AWAY_ADMIN,
 }
 # Whose objects the URL names. Admins are sent to a customer's: the portal must hide them, the
 # admin area show them.
@@ -151,6 +173,8 @@ OBJECTS_OF = {
     SUSPENDED: SAM,
     ADMIN: ALICE,
     SUSPENDED_ADMIN: ALICE,
+    UNENROLLED_ADMIN: ALICE,
+    IDLE_ADMIN: ALICE,
 }
 # Whose API key the caller presents on the proxy.
 API_KEY_OF = {
@@ -160,6 +184,8 @@ API_KEY_OF = {
     SUSPENDED: SAM,
     ADMIN: BOSS,
     SUSPENDED_ADMIN: FORMER_ADMIN,
+    UNENROLLED_ADMIN: NEW_ADMIN,
+    IDLE_ADMIN: AWAY_ADMIN,
 }
 
 
@@ -185,10 +211,11 @@ class World:
 
 def seed(app, make_account) -> World:
     """Two customers and a suspended one, each with a credited purchase, a refund request open
-    on it and two keys; an admin and a suspended admin with a key each; the catalogue; and a
-    webhook event that failed."""
+    on it and two keys; admins (one suspended, one without a second factor) with a key each;
+    the catalogue; and a webhook event that failed."""
     ids = {email: make_account(email) for email in (ALICE, BOB, SAM)}
-    ids |= {email: make_account(email, admin=True) for email in (BOSS, FORMER_ADMIN)}
+    ids |= {email: make_account(email, admin=True) for email in (BOSS, FORMER_ADMIN, AWAY_ADMIN)}
+    ids[NEW_ADMIN] = make_account(NEW_ADMIN, admin=True, two_factor=False)
     purchases = {email: credited_purchase(app, ids[email], 2000) for email in (ALICE, BOB, SAM)}
     owners = {}
     with app.app_context():
@@ -326,6 +353,7 @@ class Outcome:
     not_redirect_to: str | None = "/login"
     api_error: bool = False  # an error in the route's dialect
     htmx_reload: bool = False  # a 401 asking the HTMX page to reload (and so sign in)
+    htmx_redirect: str | None = None  # a 401 sending the HTMX page to this path (HX-Redirect)
     json: bool = False  # the answer is JSON (an API's, not an HTML page)
 
     def admits(self, response, path: str) -> bool:
@@ -341,6 +369,9 @@ class Outcome:
             return False
         if self.htmx_reload and response.status_code == 401:
             return response.headers.get("HX-Refresh") == "true"
+        if self.htmx_redirect is not None:
+            target = urlsplit(response.headers.get("HX-Redirect", "")).path
+            return target == self.htmx_redirect and not response.get_data()
         if self.api_error and response.status_code != 200:
             dialect = dialect_of(path)
             return dialect_error(response, dialect) == DIALECT_ERRORS[response.status_code][dialect]
@@ -367,6 +398,23 @@ KEY_ACCEPTED = Outcome(
     "past the key (200, or the unknown model's 404)", frozenset({200, 404}), api_error=True
 )
 UNSIGNED = Outcome("400 (no signature)", frozenset({400}))
+ENROLMENT = "/auth/2fa/setup"
+VERIFICATION = "/auth/2fa/verify"
+TO_ENROLMENT = Outcome("redirect to enrolment", frozenset({302}), ENROLMENT)
+TO_VERIFICATION = Outcome("redirect to the code", frozenset({302}), VERIFICATION)
+TO_ENROLMENT_HTMX = Outcome(
+    "401 sending the page to enrolment", frozenset({401}), htmx_redirect=ENROLMENT
+)
+TO_VERIFICATION_HTMX = Outcome(
+    "401 sending the page to the code", frozenset({401}), htmx_redirect=VERIFICATION
+)
+# Where an admin who owes the second factor is sent, by request kind.
+SECOND_FACTOR_OWED = {
+    (UNENROLLED_ADMIN, False): TO_ENROLMENT,
+    (UNENROLLED_ADMIN, True): TO_ENROLMENT_HTMX,
+    (IDLE_ADMIN, False): TO_VERIFICATION,
+    (IDLE_ADMIN, True): TO_VERIFICATION_HTMX,
+}
 NO_SUCH_API_PATH = Outcome("404 or 405, JSON in the dialect", frozenset({404, 405}), json=True)
 
 
@@ -378,7 +426,13 @@ def expected(rule: Rule, method: str, actor: str, *, htmx: bool = False) -> Outc
     if access == ANONYMOUS_ONLY:
         return served if actor == ANONYMOUS else TO_DASHBOARD
     if access == ADMIN_ONLY:
+        if (actor, htmx) in SECOND_FACTOR_OWED:
+            return SECOND_FACTOR_OWED[actor, htmx]
         return served if actor == ADMIN else HIDDEN
+    if access == SECOND_FACTOR:
+        if actor == ANONYMOUS:
+            return TO_SIGN_IN_HTMX if htmx else TO_SIGN_IN
+        return served if actor in ACTIVE_ADMINS else HIDDEN
     if access == SIGNATURE:
         return UNSIGNED
     if access == UNKNOWN_API_PATH:
@@ -400,14 +454,19 @@ def expected(rule: Rule, method: str, actor: str, *, htmx: bool = False) -> Outc
 # --- Requests --------------------------------------------------------------------------------
 
 
-def signed_in_client(app, email: str | None):
-    """A client signed in as `email` (or nobody), and the CSRF token of its session."""
+def signed_in_client(app, email: str | None, *, idle: bool = False):
+    """A client signed in as `email` (or nobody), and the CSRF token of its session. An admin
+    enters the code of their app; `idle` then leaves the session without an admin request for
+    longer than ADMIN_IDLE_TIMEOUT_SECONDS."""
     browser = Browser(app.test_client())
     if email is None:
         page = "/login"
     else:
         assert browser.login(email).status_code == 302
         page = "/dashboard"
+    if idle:
+        with browser.client.session_transaction() as session:
+            session[ADMIN_SEEN_AT] -= app.config["ADMIN_IDLE_TIMEOUT_SECONDS"] + 1
     return browser.client, csrf_token_from(browser.get(page).get_data(as_text=True))
 
 
@@ -499,7 +558,7 @@ def test_every_route_has_an_access_rule(app):
 
 @pytest.mark.parametrize("actor", ACTORS)
 def test_authorization_matrix(app, world, actor):
-    client, token = signed_in_client(app, SIGNED_IN_AS[actor])
+    client, token = signed_in_client(app, SIGNED_IN_AS[actor], idle=actor == IDLE_ADMIN)
     owner = world.owners[OBJECTS_OF[actor]]
     api_key = world.owners[API_KEY_OF[actor]].api_key if API_KEY_OF[actor] else None
     routes = matrix_routes(app)
