@@ -30,4 +30,4 @@ def require_admin() -> None:
         abort(404)
 
 
-from app.admin import catalog, jobs, payments, refunds, views  # noqa: E402,F401
+from app.admin import catalog, health, jobs, payments, refunds, views  # noqa: E402,F401
