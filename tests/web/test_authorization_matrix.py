@@ -82,6 +82,7 @@ ACCESS_RULES = {
     "portal.close_account": SIGNED_IN,
     "portal.request_closure": SIGNED_IN,
     "admin.": ADMIN_ONLY,
+    "metrics.metrics": ADMIN_ONLY,  # or a bearer METRICS_TOKEN, which no caller here presents
     "proxy.list_models": PUBLIC,
     "proxy.unknown_route": UNKNOWN_API_PATH,  # any other path under the prefixes, any method
     "proxy.": API_KEY,
