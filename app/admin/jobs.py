@@ -369,9 +369,12 @@ def jobs():
 
 def _retry_answer(message: str, category: str, status: int):
     if _is_fragment_request():
-        return render_template(
+        # The queue counts change with the failed list: swapped in too, out of band.
+        failed = render_template(
             "admin/partials/jobs_failed.html", **_failed_context(notice=(category, message))
-        ), status
+        )
+        counts = render_template("admin/partials/jobs_status.html", oob=True, **_status_context())
+        return failed + counts, status
     flash(message, category)
     return redirect(url_for("admin.jobs"))
 

@@ -98,6 +98,10 @@ def test_issue11_item4_a_failed_job_is_listed_and_retried_once(app, admin, monke
         in fragment
     )
     assert f'id="job-{job_id}"' not in fragment
+    counts = fragment.split('<section id="jobs-status"')[1]
+    assert 'hx-swap-oob="true"' in counts.split(">")[0]
+    billing = counts.split('<tr id="queue-billing">')[1].split("</tr>")[0]
+    assert words(billing).startswith('<th scope="row">billing</th> <td class="num">1</td>')
     assert failed_ids(app) == []
     assert billing_job_ids(app) == [job_id]
     ((action, details),) = audit_entries(app)
