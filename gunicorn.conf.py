@@ -11,6 +11,7 @@ when set (its `.db` files are removed at start, as prometheus_client requires), 
 temporary one, removed when the server stops.
 """
 
+import glob
 import os
 import re
 import shutil
@@ -92,10 +93,15 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """A worker is gone: its live gauges go with it (its counters stay, so totals never drop)."""
-    from prometheus_client import multiprocess
+    """A worker is gone: its live gauges go with it, its counters stay (so totals never drop).
 
-    multiprocess.mark_process_dead(worker.pid)
+    What prometheus_client's `multiprocess.mark_process_dead` does, without importing it into
+    the master: it would import ssl there, before a gevent worker forked later patches it.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for path in glob.glob(os.path.join(directory, f"gauge_live*_{worker.pid}.db")):
+            os.remove(path)
 
 
 def on_exit(server):

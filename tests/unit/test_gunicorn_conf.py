@@ -101,3 +101,19 @@ def test_issue11_item6_the_operators_metrics_folder_is_emptied_of_metrics_only(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     SETTINGS["on_exit"](None)
     assert tmp_path.is_dir()  # not ours to remove
+
+
+def test_issue11_item6_a_dead_workers_live_gauges_go_and_its_counters_stay(
+    metrics_environment, tmp_path
+):
+    for name in ("gauge_livesum_77.db", "gauge_liveall_77.db", "gauge_livesum_78.db",
+                 "gauge_all_77.db", "counter_77.db", "histogram_77.db"):  # fmt: skip
+        (tmp_path / name).write_bytes(b"")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    SETTINGS["child_exit"](None, SimpleNamespace(pid=77))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "counter_77.db",
+        "gauge_all_77.db",
+        "gauge_livesum_78.db",
+        "histogram_77.db",
+    ]
