@@ -4,11 +4,19 @@ Access logs never carry query strings (a key may travel as `?key=`) nor password
 which travel in the path. Workers are gevent by default: each relayed stream is a greenlet, so one
 process holds thousands of slow streams (bench/README.md has the measurements behind the choice);
 `WEB_WORKER_CLASS=gthread` switches to threads.
+
+Metrics (app/metrics.py) run in prometheus_client's multiprocess mode: every worker writes its
+figures to files in PROMETHEUS_MULTIPROC_DIR, which a scrape adds up. The folder is the operator's
+when set (its `.db` files are removed at start, as prometheus_client requires), else a new
+temporary one, removed when the server stops.
 """
 
+import glob
 import os
 import re
+import shutil
 import signal
+import tempfile
 
 from gunicorn.glogging import Logger
 
@@ -63,3 +71,40 @@ def post_worker_init(worker):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_terminate)
+
+
+# Where on_starting made the metrics folder itself (the master's environment survives a reload).
+METRICS_DIR_CREATED = "ONEKEY_METRICS_DIR_CREATED"
+
+
+def on_starting(server):
+    """Before any worker is forked: an empty metrics folder, named in the environment the workers
+    inherit (prometheus_client reads it when first imported, in the worker)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.remove(os.path.join(directory, name))
+    else:
+        directory = tempfile.mkdtemp(prefix="onekey-metrics-")
+        os.environ[METRICS_DIR_CREATED] = directory
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges go with it, its counters stay (so totals never drop).
+
+    What prometheus_client's `multiprocess.mark_process_dead` does, without importing it into
+    the master: it would import ssl there, before a gevent worker forked later patches it.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for path in glob.glob(os.path.join(directory, f"gauge_live*_{worker.pid}.db")):
+            os.remove(path)
+
+
+def on_exit(server):
+    created = os.environ.get(METRICS_DIR_CREATED)
+    if created:
+        shutil.rmtree(created, ignore_errors=True)

@@ -56,12 +56,14 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
     from app.admin import bp as admin_bp
     from app.auth import bp as auth_bp
     from app.cli import register_cli
+    from app.metrics import init_metrics
     from app.portal import bp as portal_bp
     from app.proxy import bp as proxy_bp
     from app.public import bp as public_bp
     from app.web import register_web_hooks
     from app.webhooks import bp as webhooks_bp
 
+    init_metrics(app)
     app.register_blueprint(public_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(portal_bp)

@@ -71,6 +71,9 @@ class Config:
     # A comment line this often while a started stream waits on its provider (not on /gemini).
     SSE_KEEPALIVE_SECONDS = _int("SSE_KEEPALIVE_SECONDS", 15)
 
+    # A bearer token that lets a scraper read /metrics without signing in; unset, admins only.
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
     STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
     STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY", "")
     STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import or_, select
 
@@ -205,7 +205,21 @@ def _reconciliation_context(**extra) -> dict:
                 select(Account.id, Account.email).where(Account.id.in_(actor_ids))
             ).all()
         )
-    return {"runs": runs, "actors": actors, "notice": None, **extra}
+    return {
+        "runs": runs,
+        "actors": actors,
+        "notice": None,
+        "notice_category": "success",
+        "stripe_configured": bool(current_app.config["STRIPE_SECRET_KEY"]),
+        **extra,
+    }
+
+
+# Why a run would do nothing, said instead of queueing one (the job itself skips, silently).
+RECONCILIATION_SKIPPED = (
+    "Reconciliation skipped: STRIPE_SECRET_KEY is not set, so there is no Stripe account to "
+    "reconcile with. Nothing was queued."
+)
 
 
 @bp.get("/reconciliation")
@@ -215,13 +229,19 @@ def reconciliation():
 
 @bp.post("/reconciliation/run")
 def run_reconciliation():
+    if not current_app.config["STRIPE_SECRET_KEY"]:
+        return _run_answer(RECONCILIATION_SKIPPED, "warning", 409)
     payment_service.request_reconciliation(actor_id=current_user.id)
     db.session.commit()
     stripe_tasks.enqueue_reconciliation(actor_id=current_user.id)
-    message = "Reconciliation queued."
+    return _run_answer("Reconciliation queued.", "success", 200)
+
+
+def _run_answer(message: str, category: str, status: int):
     if _is_fragment_request():
         return render_template(
-            "admin/partials/reconciliation_runs.html", **_reconciliation_context(notice=message)
-        )
-    flash(message, "success")
+            "admin/partials/reconciliation_runs.html",
+            **_reconciliation_context(notice=message, notice_category=category),
+        ), status
+    flash(message, category)
     return redirect(url_for("admin.reconciliation"))

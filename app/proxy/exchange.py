@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from flask import Flask
 
+from app import metrics
 from app.proxy import limits
 from app.proxy.metering import InputSize, PricedModel, cost_of
 from app.proxy.relay import Relay
@@ -88,12 +89,14 @@ def settle(app: Flask, exchange: Exchange, relay: Relay | None, status: str) -> 
         "time_to_first_token_ms": int(ttft * 1000) if ttft is not None else None,
         "estimate_basis": basis,
     }
+    metrics.observe_settlement(exchange.model.provider, status, elapsed, ttft)
     with app.app_context():
         try:
             record_usage(values)
         except Exception:
             # The provider's counts must not be lost with the database: the worker retries.
             log.exception("settlement of hold %s failed; queued for the worker", exchange.hold_id)
+            metrics.count_settlement_failure(exchange.model.provider)
             enqueue_settlement(values)
         finally:
             limits.leave_inflight(

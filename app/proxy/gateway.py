@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import JSON, bindparam, text
 from sqlalchemy import exc as sqlalchemy_exc
 
+from app import metrics
 from app.extensions import db, get_redis
 from app.models.types import UTCDateTime, utcnow
 from app.proxy import catalog_cache, limits, refusals
@@ -210,6 +211,7 @@ def resolve_cached_model(name: object, *, fresh: bool = False) -> catalog_cache.
     model = catalog_cache.cached_model(model_id) if model_id.isascii() else None
     if model is None or (provider and provider != model.priced.provider):
         raise ProxyError("model_not_found", f"The model '{name}' does not exist or is not enabled.")
+    metrics.note_provider(model.priced.provider)
     return model
 
 

@@ -30,7 +30,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.extensions import db
 from app.models import Account, RecoveryCode
 from app.models.types import utcnow
-from app.services.accounts import end_sessions, record_audit
+from app.services.accounts import end_sessions
+from app.services.audit import record_audit
 
 ISSUER = "OneKey"
 STEP_SECONDS = 30

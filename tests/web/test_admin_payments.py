@@ -427,7 +427,8 @@ def test_reconciliation_page_shows_the_last_ten_runs(app, admin):
     assert "/admin/reconciliation/run" in page
 
 
-def test_run_now_queues_reconciliation_and_is_audited(app, admin):
+def test_run_now_queues_reconciliation_and_is_audited(app, admin, monkeypatch):
+    monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", "sk_test_run_now")
     done = admin.post_form("/admin/reconciliation", {}, action="/admin/reconciliation/run")
     assert done.status_code == 302
     assert "Reconciliation queued" in admin.get(done.headers["Location"]).get_data(as_text=True)

@@ -33,6 +33,7 @@ from app.services import keys as key_service
 from app.services.catalog import sync_catalog
 from tests.helpers import Browser, csrf_token_from
 from tests.stripe_emulator import sign
+from tests.web.failed_jobs import failed_reconciliation, unreachable_stripe
 from tests.web.purchases import credited_purchase
 
 WEBHOOK_SECRET = "whsec_authorization_matrix"
@@ -94,6 +95,7 @@ ACCESS_RULES = {
     "portal.close_account": SIGNED_IN,
     "portal.request_closure": SIGNED_IN,
     "admin.": ADMIN_ONLY,
+    "metrics.metrics": ADMIN_ONLY,  # or a bearer METRICS_TOKEN, which no caller here presents
     "proxy.list_models": PUBLIC,
     "proxy.unknown_route": UNKNOWN_API_PATH,  # any other path under the prefixes, any method
     "proxy.": API_KEY,
@@ -207,12 +209,13 @@ class World:
     model_pk: int
     price_id: int
     event_id: str
+    job_id: str
 
 
 def seed(app, make_account) -> World:
     """Two customers and a suspended one, each with a credited purchase, a refund request open
     on it and two keys; admins (one suspended, one without a second factor) with a key each;
-    the catalogue; and a webhook event that failed."""
+    the catalogue; a webhook event that failed; and a failed job (Stripe is unreachable)."""
     ids = {email: make_account(email) for email in (ALICE, BOB, SAM)}
     ids |= {email: make_account(email, admin=True) for email in (BOSS, FORMER_ADMIN, AWAY_ADMIN)}
     ids[NEW_ADMIN] = make_account(NEW_ADMIN, admin=True, two_factor=False)
@@ -249,9 +252,9 @@ def seed(app, make_account) -> World:
         )
         db.session.add(event)
         db.session.commit()
-        world = World(owners=owners, model_pk=model.id, price_id=price.id, event_id=event.id)
+        objects = {"model_pk": model.id, "price_id": price.id, "event_id": event.id}
         db.session.remove()
-    return world
+    return World(owners=owners, job_id=failed_reconciliation(app), **objects)
 
 
 # URL parameters, by name: a new one fails the matrix until it is given a value here.
@@ -265,6 +268,7 @@ PARAMETERS = {
     "model_pk": lambda world, owner: world.model_pk,
     "price_id": lambda world, owner: world.price_id,
     "event_id": lambda world, owner: world.event_id,
+    "job_id": lambda world, owner: world.job_id,
     "version": lambda world, owner: "v1beta",
     "model_action": lambda world, owner: "no-such-model:generateContent",
     "model_id": lambda world, owner: "gpt-4.1",  # a catalogue id with a dot
@@ -532,9 +536,8 @@ class HtmxClient:
 def world(app, make_account, monkeypatch):
     # Payments "configured" against an address where nothing listens: the matrix's forms are
     # refused before any call to Stripe, and one that got through would fail loudly.
-    monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", "sk_test_authorization_matrix")
+    unreachable_stripe(app, monkeypatch)
     monkeypatch.setitem(app.config, "STRIPE_PUBLISHABLE_KEY", "pk_test_authorization_matrix")
-    monkeypatch.setitem(app.config, "STRIPE_API_BASE", "http://127.0.0.1:9")
     monkeypatch.setitem(app.config, "STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
     return seed(app, make_account)
 
