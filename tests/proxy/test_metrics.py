@@ -203,6 +203,21 @@ def test_issue11_item6_without_a_token_only_an_active_admin_reads_the_default_re
     assert any(name.startswith("python_gc") for name, _ in scraped)  # the default collectors
 
 
+def test_issue11_item8_an_admin_session_reads_the_metrics_only_past_the_second_factor(
+    app, make_account
+):
+    """As for the admin area: a password alone (no second factor, or one not entered in this
+    session) reads nothing."""
+    make_account("new@example.com", admin=True, two_factor=False)
+    make_account("boss@example.com", admin=True)
+    unenrolled = Browser(app.test_client())
+    unenrolled.login("new@example.com")
+    assert unenrolled.get("/metrics").status_code == 404
+    halfway = Browser(app.test_client())
+    halfway.login("boss@example.com", second_factor=False)
+    assert halfway.get("/metrics").status_code == 404
+
+
 MODEL = PricedModel(
     provider="openai",
     model_id="gpt-4o-mini",
