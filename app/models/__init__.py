@@ -8,6 +8,7 @@ from app.models.ledger import Hold, LedgerEntry
 from app.models.lifecycle import AccountRequest, RefundPart
 from app.models.purchases import Purchase, ReconciliationRun, StripeEvent
 from app.models.usage import UsageRecord
+from app.models.usage_rollups import UsageDailyRollup, UsageRollupFold, UsageRollupState
 
 __all__ = [
     "Account",
@@ -22,5 +23,8 @@ __all__ = [
     "ReconciliationRun",
     "RefundPart",
     "StripeEvent",
+    "UsageDailyRollup",
     "UsageRecord",
+    "UsageRollupFold",
+    "UsageRollupState",
 ]

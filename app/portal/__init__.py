@@ -2,4 +2,4 @@ from flask import Blueprint
 
 bp = Blueprint("portal", __name__)
 
-from app.portal import account, credits, refunds, views  # noqa: E402,F401
+from app.portal import account, credits, refunds, usage, views  # noqa: E402,F401
