@@ -189,15 +189,21 @@ def usage():
         status = 400
     else:
         scope = filters.scope(current_user.id)
+        totals = usage_stats.totals(scope)
         try:
-            page = usage_stats.log_page(
-                scope, before=filters.before, after=filters.after, size=PAGE_SIZE
+            # Nothing to look for when the totals (from the rollups) say there is nothing.
+            page = (
+                usage_stats.log_page(
+                    scope, before=filters.before, after=filters.after, size=PAGE_SIZE
+                )
+                if totals.requests
+                else usage_stats.LogPage([], None, None)
             )
         except usage_stats.UnknownCursor:
             filters.errors.append("That page of the log does not exist: start from the newest.")
             status = 400
         else:
-            context.update(page=page, totals=usage_stats.totals(scope))
+            context.update(page=page, totals=totals)
     fragment = request.htmx and not request.htmx.history_restore_request
     if fragment and request.htmx.target == "usage-table" and status == 200:
         template = "portal/partials/usage_table.html"
@@ -288,8 +294,8 @@ STATUS_EXPLAINED = {
     ),
     "estimated": (
         "The provider reported no token counts (the stream ended before its usage report). "
-        "Input was billed at the estimate the request's hold was placed with, and output at "
-        "one token per 4 bytes delivered to you, rounded up."
+        "Input was billed at OneKey's estimate of the prompt (how it was made is below, when "
+        "recorded), and output at one token per 4 bytes delivered to you, rounded up."
     ),
     "upstream_error": (
         "The provider failed or answered with an error. Only tokens the provider itself "

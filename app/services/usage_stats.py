@@ -75,10 +75,10 @@ class UsageScope:
             for n in range((self.last_day - self.first_day).days + 1)
         ]
 
-    def _filters(self, table, key_column) -> list:
-        where = [table.c.account_id == self.account_id]
+    def _filters(self, table, account, key) -> list:
+        where = [account == self.account_id]
         if self.key_id is not None:
-            where.append(key_column == self.key_id)
+            where.append(key == self.key_id)
         if self.model_id is not None:
             where.append(table.c.model_id == self.model_id)
         if self.provider is not None:
@@ -89,25 +89,42 @@ class UsageScope:
 
     def rollup_where(self) -> list:
         return [
-            *self._filters(rollups, rollups.c.api_key_id),
+            *self._filters(rollups, rollups.c.account_id, rollups.c.api_key_id),
             rollups.c.day >= self.first_day,
             rollups.c.day <= self.last_day,
         ]
 
-    def record_where(self) -> list:
-        return [
-            *self._filters(records, records.c.api_key_id),
-            records.c.created_at >= self.start,
-            records.c.created_at < self.end,
-        ]
+    def record_where(
+        self,
+        *,
+        after: tuple[datetime, int] | None = None,
+        before: tuple[datetime, int] | None = None,
+    ) -> list:
+        """The scope's records, those after or before a (created_at, id) cursor if given.
+
+        Each side gets one bound on created_at, the tighter: SQLite's planner takes only one of
+        two for its index range (and walks from the other). The row value breaks ties.
+        """
+        at = records.c.created_at
+        position = tuple_(at, records.c.id)
+        where = self._filters(records, records.c.account_id, records.c.api_key_id)
+        if after is not None and after[0] >= self.start:
+            where += [at >= after[0], position > after]
+        else:
+            where.append(at >= self.start)
+        if before is not None and before[0] < self.end:
+            where += [at <= before[0], position < before]
+        else:
+            where.append(at < self.end)
+        return where
 
     def unfolded_where(self, folded_through: int) -> list:
-        """The records above the watermark. The day is compared as an expression, so that no
-        planner walks the (account_id, created_at) index over the whole range for the few
-        records above the watermark: the primary key finds them."""
+        """The records above the watermark: a few minutes of every account's, which the primary
+        key finds. The account, key and day are compared as expressions, so that no planner
+        walks the account's or the key's index instead, over all of its records."""
         day = utc_day(records.c.created_at)
         return [
-            *self._filters(records, records.c.api_key_id),
+            *self._filters(records, records.c.account_id + 0, records.c.api_key_id + 0),
             records.c.id > folded_through,
             day >= self.first_day,
             day <= self.last_day,
@@ -241,7 +258,7 @@ def models_used(account_id: int) -> list[str]:
         return union_all(
             select(rollups.c.model_id).where(rollups.c.account_id == account_id).distinct(),
             select(records.c.model_id)
-            .where(records.c.account_id == account_id, records.c.id > folded_through)
+            .where(records.c.account_id + 0 == account_id, records.c.id > folded_through)
             .distinct(),
         )
 
@@ -274,31 +291,45 @@ def log_page(
     scope: UsageScope, *, before: int | None = None, after: int | None = None, size: int = 50
 ) -> LogPage:
     """The scope's records newest first, `size` of them: the newest, those just older than the
-    record `before`, or those just newer than the record `after`. Raises UnknownCursor."""
-    position = tuple_(UsageRecord.created_at, UsageRecord.id)
-    query = select(UsageRecord).where(*scope.record_where())
+    record `before`, or those just newer than the record `after`. Raises UnknownCursor.
+
+    One more record than shown is read to know whether the log goes on in the direction read;
+    the other direction is where the reader came from, so its nearest record is close by.
+    """
     if after is not None:
-        cursor = _cursor(scope.account_id, after)
-        query = query.where(position > cursor).order_by(
-            UsageRecord.created_at.asc(), UsageRecord.id.asc()
+        query = (
+            select(UsageRecord)
+            .where(*scope.record_where(after=_cursor(scope.account_id, after)))
+            .order_by(UsageRecord.created_at.asc(), UsageRecord.id.asc())
         )
     else:
-        if before is not None:
-            query = query.where(position < _cursor(scope.account_id, before))
-        query = query.order_by(UsageRecord.created_at.desc(), UsageRecord.id.desc())
-    rows = list(db.session.scalars(query.limit(size)))
+        cursor = _cursor(scope.account_id, before) if before is not None else None
+        query = (
+            select(UsageRecord)
+            .where(*scope.record_where(before=cursor))
+            .order_by(UsageRecord.created_at.desc(), UsageRecord.id.desc())
+        )
+    rows = list(db.session.scalars(query.limit(size + 1)))
+    more = len(rows) > size
+    rows = rows[:size]
     if after is not None:
         rows.reverse()
     if not rows:
         return LogPage([], None, None)
-
-    def beyond(comparison) -> bool:
-        return bool(db.session.scalar(select(exists().where(*scope.record_where(), comparison))))
-
     newest, oldest = rows[0], rows[-1]
-    has_newer = beyond(position > (newest.created_at, newest.id))
-    has_older = beyond(position < (oldest.created_at, oldest.id))
+    if after is not None:
+        has_newer = more
+        has_older = _exists(scope.record_where(before=(oldest.created_at, oldest.id)))
+    else:
+        has_older = more
+        has_newer = before is not None and _exists(
+            scope.record_where(after=(newest.created_at, newest.id))
+        )
     return LogPage(rows, newest.id if has_newer else None, oldest.id if has_older else None)
+
+
+def _exists(where: list) -> bool:
+    return bool(db.session.scalar(select(exists().where(*where))))
 
 
 def record_of(account_id: int, record_id: int) -> UsageRecord | None:
@@ -401,24 +432,22 @@ def export_csv(
         records.c.latency_ms,
         records.c.time_to_first_token_ms,
     )
-    base = (
-        select(*columns)
-        .where(*scope.record_where())
-        .order_by(records.c.created_at.asc(), records.c.id.asc())
-        .limit(batch)
-    )
+
+    def query(cursor):
+        return (
+            select(*columns)
+            .where(*scope.record_where(after=cursor))
+            .order_by(records.c.created_at.asc(), records.c.id.asc())
+            .limit(batch)
+        )
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     cursor = None
     while True:
-        query = (
-            base
-            if cursor is None
-            else base.where(tuple_(records.c.created_at, records.c.id) > cursor)
-        )
         with engine.connect() as connection:
-            rows = connection.execute(query).all()
+            rows = connection.execute(query(cursor)).all()
         for row in rows:
             (created_at, _, request_id, key_id, model, provider, route, streamed, status) = row[:9]
             tokens = row[9 : 9 + len(TOKEN_COLUMNS)]

@@ -109,7 +109,8 @@
   function enhance(root) {
     if (!root || !root.querySelectorAll) return;
     showLocalTimes(root);
-    const canvases = root.id === "usage-chart" ? [root] : root.querySelectorAll("#usage-chart");
+    const canvases = root.matches && root.matches("canvas[data-usage-chart]")
+      ? [root] : root.querySelectorAll("canvas[data-usage-chart]");
     canvases.forEach(drawChart);
   }
 

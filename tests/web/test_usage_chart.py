@@ -97,7 +97,7 @@ def test_item1_the_page_draws_the_chart_with_vendored_scripts_only(app, browser,
     assert '<script src="/static/js/usage.js" defer>' in page
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert re.search(
-        r'<canvas id="usage-chart"[^>]*data-chart-url="/usage/chart.json\?range=30d"', page
+        r'<canvas [^>]*data-usage-chart[^>]*data-chart-url="/usage/chart.json\?range=30d"', page
     )
     assert "UTC day" in page
     assert " style=" not in page
