@@ -175,6 +175,8 @@ def usage():
     keys = _account_keys()
     key_names = {key.id: key.name for key in keys}
     filters = read_filters(set(key_names))
+    fragment = request.htmx and not request.htmx.history_restore_request
+    log_only = fragment and request.htmx.target == "usage-table"
     context = {
         "filters": filters,
         "keys": keys,
@@ -182,7 +184,6 @@ def usage():
         "ranges": RANGES,
         "providers": PROVIDER_NAMES,
         "statuses": STATUS_NAMES,
-        "models": usage_stats.models_used(current_user.id),
     }
     status = 200
     if filters.errors:
@@ -204,14 +205,14 @@ def usage():
             status = 400
         else:
             context.update(page=page, totals=totals)
-    fragment = request.htmx and not request.htmx.history_restore_request
-    if fragment and request.htmx.target == "usage-table" and status == 200:
-        template = "portal/partials/usage_table.html"
-    elif fragment:
-        template = "portal/partials/usage_view.html"
-    else:
-        template = "portal/usage.html"
-    return render_template(template, **context), status
+    headers = {"Vary": "HX-Target"}
+    if log_only and status == 200:
+        return render_template("portal/partials/usage_table.html", **context), status, headers
+    context["models"] = usage_stats.models_used(current_user.id)
+    if log_only:
+        headers["HX-Retarget"] = "#usage-view"  # the error belongs with the filters
+    template = "portal/partials/usage_view.html" if fragment else "portal/usage.html"
+    return render_template(template, **context), status, headers
 
 
 def _error_json(filters: Filters):

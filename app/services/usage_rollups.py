@@ -104,14 +104,16 @@ def _add_to_rollups(where) -> None:
     db.session.execute(statement)
 
 
-def watermark() -> int:
-    """The id through which the rollups hold every usage record (0 before the first fold)."""
-    return (
-        db.session.scalar(
-            select(UsageRollupState.folded_through_id).where(UsageRollupState.id == STATE_ID)
-        )
-        or 0
-    )
+def watermark(*, lock: bool = False) -> int:
+    """The id through which the rollups hold every usage record (0 before the first fold).
+
+    With `lock`, its row is share-locked until the transaction ends (PostgreSQL; SQLite's
+    transactions are serialised already), so no fold moves it meanwhile.
+    """
+    query = select(UsageRollupState.folded_through_id).where(UsageRollupState.id == STATE_ID)
+    if lock:
+        query = query.with_for_update(read=True)
+    return db.session.scalar(query) or 0
 
 
 def _locked_watermark() -> int:
@@ -149,6 +151,9 @@ def fold_next_chunk(now: datetime | None = None, *, delay: timedelta = FOLD_DELA
     if last is None:
         return 0
     in_range = (records.c.id > folded_through, records.c.id <= last)
+    # Counted before the fold, never after: a record committing in between is then folded but
+    # not counted, and the recheck's count finds it (rebuilding its day, exactly); counted after,
+    # a record committing between the fold and the count would be counted, never folded.
     count = db.session.scalar(select(func.count()).where(*in_range))
     _add_to_rollups(in_range)
     db.session.add(

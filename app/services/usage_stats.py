@@ -152,12 +152,18 @@ class Totals:
 
 
 def _consistent(build) -> list:
-    """Rows of build(watermark), from one watermark: run again if a fold moved it meanwhile."""
-    while True:
+    """Rows of build(watermark), all from one watermark: run again if a fold moved it meanwhile.
+
+    Folds commit a chunk a second or so apart at most (a large backlog), so a retry nearly
+    always suffices; after three, the watermark's row is share-locked for the rest of this
+    transaction, which holds off the next fold until the request ends.
+    """
+    for _ in range(3):
         before = watermark()
         rows = db.session.execute(build(before)).all()
         if watermark() == before:
             return rows
+    return db.session.execute(build(watermark(lock=True))).all()
 
 
 def totals(scope: UsageScope) -> Totals:

@@ -178,6 +178,13 @@ def test_item2_other_customers_records_and_keys_are_never_reachable(app, browser
     refused = browser.get(f"/usage?before={usage['theirs']}")
     assert refused.status_code == 400
     assert "does not exist" in refused.get_data(as_text=True)
+    # Asked for by the pager, the error replaces the view, where the filters are.
+    refused = browser.get(
+        f"/usage?before={usage['theirs']}",
+        headers={"HX-Request": "true", "HX-Target": "usage-table"},
+    )
+    assert refused.status_code == 400 and refused.headers["HX-Retarget"] == "#usage-view"
+    assert refused.get_data(as_text=True).lstrip().startswith('<div id="usage-view"')
     page = browser.get("/usage?range=30d&model=gpt-4o-mini").get_data(as_text=True)
     assert set(shown_ids(page)) == {usage["today"]}
     assert figure(page, "usage-requests") == "1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from datetime import timedelta
 
 import pytest
@@ -214,6 +215,45 @@ def test_item4_a_real_out_of_order_commit_on_postgresql_is_folded_exactly(app, m
             assert service_totals(scope)["cost_nanocredits"] == 1_777
     finally:
         slow.dispose()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL"),
+    reason="SQLite serialises transactions (BEGIN IMMEDIATE): no fold commits during a read",
+)
+def test_item4_a_fold_committing_between_the_reads_is_not_counted_twice(
+    app, make_account, monkeypatch
+):
+    """The watermark is read, a fold commits (moving it past records the read will also take
+    from the raw side), then the figures are read: the moved watermark makes the read run again."""
+    from app.services import usage_stats
+
+    account_id = make_account("user@example.com")
+    with app.app_context():
+        for n in range(5):
+            add_usage(account_id, cost=1_000 + n)
+        db.session.commit()
+    calls = []
+
+    def watermark_then_fold(**kwargs):
+        value = watermark(**kwargs)
+        if not calls:
+            folder = threading.Thread(target=fold_in_another_session)
+            folder.start()
+            folder.join()
+        calls.append(value)
+        return value
+
+    def fold_in_another_session():
+        with app.app_context():
+            assert fold_usage_job()["folded"] == 5
+
+    monkeypatch.setattr(usage_stats, "watermark", watermark_then_fold)
+    with app.app_context():
+        scope = UsageScope(account_id, utcnow().date() - timedelta(days=1), utcnow().date())
+        assert service_totals(scope)["cost_nanocredits"] == 5_010
+        assert service_totals(scope) == raw_totals(scope)
+    assert calls[:3] == [0, 5, 5]  # read, moved, read again (then unchanged)
 
 
 def test_item4_records_written_by_settlement_fold_exactly(app, make_account):
