@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import exists, func, select, tuple_, union_all
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import defer
 
 from app.extensions import db
 from app.models import UsageDailyRollup, UsageRecord
@@ -302,9 +303,12 @@ def log_page(
     One more record than shown is read to know whether the log goes on in the direction read;
     the other direction is where the reader came from, so its nearest record is close by.
     """
+    # The log shows no prices: their JSON is not read (the detail view reads it).
+    unread = (defer(UsageRecord.prices_applied), defer(UsageRecord.estimate_basis))
     if after is not None:
         query = (
             select(UsageRecord)
+            .options(*unread)
             .where(*scope.record_where(after=_cursor(scope.account_id, after)))
             .order_by(UsageRecord.created_at.asc(), UsageRecord.id.asc())
         )
@@ -312,6 +316,7 @@ def log_page(
         cursor = _cursor(scope.account_id, before) if before is not None else None
         query = (
             select(UsageRecord)
+            .options(*unread)
             .where(*scope.record_where(before=cursor))
             .order_by(UsageRecord.created_at.desc(), UsageRecord.id.desc())
         )
