@@ -170,14 +170,15 @@ def time_get(client, url: str, headers: dict | None, warmup: int, repeat: int) -
     for _ in range(warmup):
         response = client.get(url, headers=headers or {})
         assert response.status_code == 200, (url, response.status_code, response.get_data()[:500])
-    samples = []
+    samples, cpu = [], []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         response = client.get(url, headers=headers or {})
         response.get_data()
         samples.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - cpu_started) * 1000)
         assert response.status_code == 200, url
-    return percentiles(samples)
+    return {**percentiles(samples), "cpu_p50": statistics.median(cpu)}
 
 
 def export(client, url: str) -> dict:
@@ -422,16 +423,23 @@ def report(results: list[dict], args) -> str:
     lines.append(
         f"{args.rows:,} usage records in one account over {args.days} UTC days (+1% in another "
         f"account), {results[0].get('tail', 0):,} of them above the watermark; {args.repeat} "
-        "requests per row after a warm-up, Flask test client in-process (server time only)."
+        "requests per row after a warm-up, Flask test client in-process (server time only). "
+        "CPU ms: the median CPU time of this process per request (the web side, SQLite included; "
+        "PostgreSQL's own work is not in it)."
     )
     lines.append("")
-    header = "| request | " + " | ".join(f"{t} p50 / p95 / max ms" for t in targets) + " |"
-    lines += [header, "| --- |" + " ---: |" * len(targets)]
+    header = (
+        "| request | "
+        + " | ".join(f"{t} p50 / **p95** / max ms | {t} CPU ms" for t in targets)
+        + " |"
+    )
+    lines += [header, "| --- |" + " ---: | ---: |" * len(targets)]
     for label in results[0]["timings"]:
         cells = []
         for r in results:
             t = r["timings"][label]
             cells.append(f"{t['p50']:.1f} / **{t['p95']:.1f}** / {t['max']:.1f}")
+            cells.append(f"{t['cpu_p50']:.1f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(

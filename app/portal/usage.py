@@ -208,7 +208,9 @@ def usage():
     headers = {"Vary": "HX-Target"}
     if log_only and status == 200:
         return render_template("portal/partials/usage_table.html", **context), status, headers
-    context["models"] = usage_stats.models_used(current_user.id)
+    # The models of the range, and the one chosen even when the range has none of it.
+    models = usage_stats.models_used(current_user.id, filters.first_day, filters.last_day)
+    context["models"] = sorted({*models, filters.model_id} - {None})
     if log_only:
         headers["HX-Retarget"] = "#usage-view"  # the error belongs with the filters
     template = "portal/partials/usage_view.html" if fragment else "portal/usage.html"

@@ -258,15 +258,14 @@ def daily(scope: UsageScope, stack: str = "model") -> Daily:
     return Daily(days=days, stack=stack, series=ordered)
 
 
-def models_used(account_id: int) -> list[str]:
-    """Every model the account has used, for the model filter."""
+def models_used(account_id: int, first_day: date, last_day: date) -> list[str]:
+    """The models the account used on those UTC days, for the model filter."""
+    scope = UsageScope(account_id, first_day, last_day)
 
     def build(folded_through: int):
         return union_all(
-            select(rollups.c.model_id).where(rollups.c.account_id == account_id).distinct(),
-            select(records.c.model_id)
-            .where(records.c.account_id + 0 == account_id, records.c.id > folded_through)
-            .distinct(),
+            select(rollups.c.model_id).where(*scope.rollup_where()).distinct(),
+            select(records.c.model_id).where(*scope.unfolded_where(folded_through)).distinct(),
         )
 
     return sorted({row[0] for row in _consistent(build)})
