@@ -23,6 +23,7 @@ from app.tasks.maintenance import (
     release_orphaned_holds_job,
 )
 from app.tasks.stripe_events import RECONCILE_INTERVAL_SECONDS, reconcile_payments_job
+from app.tasks.usage import FOLD_INTERVAL_SECONDS, fold_usage_job
 
 log = logging.getLogger("onekey.worker")
 
@@ -82,6 +83,9 @@ def register_cron_jobs(scheduler: CronScheduler) -> None:
         queue_name="default",
         interval=LOW_BALANCE_CHECK_INTERVAL_SECONDS,
         job_timeout=120,
+    )
+    scheduler.register(
+        fold_usage_job, queue_name="default", interval=FOLD_INTERVAL_SECONDS, job_timeout=900
     )
 
 

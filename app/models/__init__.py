@@ -9,6 +9,7 @@ from app.models.ledger import Hold, LedgerEntry
 from app.models.lifecycle import AccountRequest, RefundPart
 from app.models.purchases import Purchase, ReconciliationRun, StripeEvent
 from app.models.usage import UsageRecord
+from app.models.usage_rollups import UsageDailyRollup, UsageRollupFold, UsageRollupState
 
 __all__ = [
     "Account",
@@ -25,5 +26,8 @@ __all__ = [
     "RecoveryCode",
     "RefundPart",
     "StripeEvent",
+    "UsageDailyRollup",
     "UsageRecord",
+    "UsageRollupFold",
+    "UsageRollupState",
 ]

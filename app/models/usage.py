@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -19,11 +28,15 @@ class UsageRecord(db.Model):
         CheckConstraint(
             "status IN ('ok', 'upstream_error', 'partial', 'estimated')", name="status"
         ),
+        # The usage page's log, newest first, by account or by key, with keyset paging
+        # (migration 0006; they replace the single-column indexes on account_id and api_key_id).
+        Index("ix_usage_records_account_created", "account_id", "created_at", "id"),
+        Index("ix_usage_records_key_created", "api_key_id", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
-    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"), unique=True)
     request_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     provider: Mapped[str] = mapped_column(String(16), nullable=False)

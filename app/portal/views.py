@@ -6,10 +6,10 @@ from datetime import UTC, datetime, time
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.extensions import db, login_manager
-from app.models import ApiKey, UsageRecord
+from app.models import ApiKey
 from app.models.types import utcnow
 from app.portal import bp
 from app.portal.forms import CreateKeyForm, EmptyForm
@@ -165,57 +165,3 @@ def revoke_key(key_id: int):
         flash(f"The key “{key.name}” is revoked.", "success")
         return redirect(url_for("portal.keys"))
     return _render_keys(_key_form(blank=True))
-
-
-USAGE_PAGE_SIZE = 50
-
-
-@bp.get("/usage")
-def usage():
-    """Recent requests with their token counts and cost, totals, and a filter by key (HTMX)."""
-    account_keys = _account_keys()
-    key_id = request.args.get("key", type=int)
-    if key_id is not None and key_id not in {key.id for key in account_keys}:
-        key_id = None
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
-    scope = [UsageRecord.account_id == current_user.id]
-    if key_id is not None:
-        scope.append(UsageRecord.api_key_id == key_id)
-    totals = db.session.execute(
-        select(
-            func.count(UsageRecord.id),
-            func.coalesce(func.sum(UsageRecord.input_tokens), 0),
-            func.coalesce(func.sum(UsageRecord.cache_read_tokens), 0),
-            func.coalesce(
-                func.sum(UsageRecord.cache_write_5m_tokens + UsageRecord.cache_write_1h_tokens), 0
-            ),
-            func.coalesce(func.sum(UsageRecord.output_tokens), 0),
-            func.coalesce(func.sum(UsageRecord.cost_nanocredits), 0),
-        ).where(*scope)
-    ).one()
-    records = db.session.scalars(
-        select(UsageRecord)
-        .where(*scope)
-        .order_by(UsageRecord.id.desc())
-        .limit(USAGE_PAGE_SIZE)
-        .offset((page - 1) * USAGE_PAGE_SIZE)
-    ).all()
-    context = {
-        "records": records,
-        "keys": account_keys,
-        "key_names": {key.id: key.name for key in account_keys},
-        "key_id": key_id,
-        "page": page,
-        "pages": max(1, -(-totals[0] // USAGE_PAGE_SIZE)),
-        # PostgreSQL sums BIGINTs as NUMERIC: back to int before any formatting.
-        "totals": dict(
-            zip(
-                ("requests", "input", "cache_read", "cache_write", "output", "cost"),
-                map(int, totals),
-                strict=True,
-            )
-        ),
-    }
-    if request.htmx and not request.htmx.history_restore_request:
-        return render_template("portal/partials/usage_table.html", **context)
-    return render_template("portal/usage.html", **context)

@@ -26,7 +26,7 @@ from werkzeug.routing import Rule
 
 from app.auth.two_factor import ADMIN_SEEN_AT
 from app.extensions import db
-from app.models import Account, CatalogModel, ModelPrice, StripeEvent
+from app.models import Account, CatalogModel, ModelPrice, StripeEvent, UsageRecord
 from app.models.types import utcnow
 from app.services import accounts, refunds
 from app.services import keys as key_service
@@ -77,6 +77,9 @@ ACCESS_RULES = {
     "portal.revoke_key": SIGNED_IN,  # a suspended customer may still revoke a leaked key
     "portal.refusals": SIGNED_IN,  # a suspended customer may still see why requests fail
     "portal.usage": SIGNED_IN,
+    "portal.usage_chart": SIGNED_IN,
+    "portal.usage_csv": SIGNED_IN,
+    "portal.usage_detail": SIGNED_IN,
     "portal.credits": SIGNED_IN,
     "portal.what_it_buys": SIGNED_IN,
     "portal.buy_credits": ACTIVE,
@@ -201,6 +204,7 @@ class Owner:
     spare_key_id: int | None = None  # the one the matrix may revoke
     api_key: str | None = None  # the one it calls the proxy with
     reset_token: str | None = None
+    usage_record_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,18 @@ def seed(app, make_account) -> World:
                 "reset_token": accounts.password_reset_token(account),
             }
             _, values["api_key"] = key_service.create_key(account, name="for the proxy")
+            record = UsageRecord(
+                account_id=account_id,
+                request_id="req-matrix",
+                provider="openai",
+                model_id="gpt-4o-mini",
+                route="chat.completions",
+                status="ok",
+                prices_applied={},
+            )
+            db.session.add(record)
+            db.session.flush()
+            values["usage_record_id"] = record.id
             if email in purchases:
                 values["purchase_id"] = purchases[email]
                 values["request_id"] = refunds.request_refund(
@@ -272,9 +288,10 @@ PARAMETERS = {
     "version": lambda world, owner: "v1beta",
     "model_action": lambda world, owner: "no-such-model:generateContent",
     "model_id": lambda world, owner: "gpt-4.1",  # a catalogue id with a dot
+    "record_id": lambda world, owner: owner.usage_record_id,
 }
 # Parameters naming an object of one account: the portal answers another account's with a 404.
-OWNED_PARAMETERS = {"purchase_id", "request_id", "key_id"}
+OWNED_PARAMETERS = {"purchase_id", "request_id", "key_id", "record_id"}
 # Objects named in the query string.
 QUERY_PARAMETERS = {
     "rest": lambda world, owner: "no/such/route",

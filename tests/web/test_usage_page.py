@@ -48,11 +48,13 @@ def test_usage_lists_requests_with_totals_and_filters_by_key(app, browser, make_
     assert "0.00375" in page  # 1.5 + 2.25 thousandths of a credit
     fragment = browser.get(f"/usage?key={second_id}", headers={"HX-Request": "true"})
     html = fragment.get_data(as_text=True)
-    assert html.lstrip().startswith('<div id="usage-table"')
-    assert "claude-haiku-4-5" in html and "gpt-4o-mini" not in html
-    # Another account's key id shows the account's own usage, never the other's.
-    page = browser.get(f"/usage?key={foreign_id}").get_data(as_text=True)
-    assert "grok-4" not in page and "gpt-4o-mini" in page
+    assert html.lstrip().startswith('<div id="usage-view"')
+    assert "<code>claude-haiku-4-5</code>" in html and "<code>gpt-4o-mini</code>" not in html
+    # Another account's key id is refused, and shows nothing of the other account.
+    response = browser.get(f"/usage?key={foreign_id}")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "That key is not one of yours." in page and "grok-4" not in page
     assert first_id
 
 
