@@ -31,9 +31,9 @@ class ModelChecklistField(SelectMultipleField):
 
 LIMIT_RESET_CHOICES = [
     SelectChoice("", "Never"),
-    SelectChoice("daily", "Daily, at midnight UTC"),
-    SelectChoice("weekly", "Weekly, on Monday at midnight UTC"),
-    SelectChoice("monthly", "Monthly, on the 1st at midnight UTC"),
+    SelectChoice("daily", "Daily"),
+    SelectChoice("weekly", "Weekly (Mondays)"),
+    SelectChoice("monthly", "Monthly (the 1st)"),
 ]
 
 
