@@ -137,10 +137,21 @@ def _render_keys(
     return render_template(template, **context), status
 
 
-def _render_key_row(key: ApiKey, *, edit_form: EditKeyForm | None = None, status: int = 200):
-    """One key's row of the table (HTMX): as shown, or with its edit form open."""
+def _render_key_row(
+    key: ApiKey,
+    *,
+    edit_form: EditKeyForm | None = None,
+    row_error: str | None = None,
+    status: int = 200,
+):
+    """One key's row of the table (HTMX): as shown (with `row_error` under its buttons), or with
+    its edit form open."""
     return render_template(
-        "portal/partials/key_row.html", key=key, now=utcnow(), edit_form=edit_form
+        "portal/partials/key_row.html",
+        key=key,
+        now=utcnow(),
+        edit_form=edit_form,
+        row_error=row_error,
     ), status
 
 
@@ -215,13 +226,27 @@ def key_row(key_id: int):
     return _render_key_row(key)
 
 
+def _cannot_change_keys() -> str | None:
+    """Why the signed-in account may not change its keys, or None when it may."""
+    if current_user.is_active_account:
+        return None
+    return f"Your account is {current_user.status}: it cannot change API keys."
+
+
 @bp.get("/keys/<int:key_id>/edit")
 def edit_key(key_id: int):
     key = _own_key(key_id)
     form = _edit_form(key, posted=False)
+    if refusal := _cannot_change_keys():
+        form.form_errors.append(refusal)
+        return _edit_response(key, form, 403)
     if key.revoked_at is not None:
-        form.form_errors.append("This key is revoked: it cannot be changed.")
-        return _edit_response(key, form, 400)
+        # Nothing to edit: the row as it is (a stale page may still show its Edit button).
+        message = "This key is revoked: it cannot be changed."
+        if not request.htmx:
+            flash(message, "error")
+            return redirect(url_for("portal.keys"))
+        return _render_key_row(key, row_error=message)
     return _edit_response(key, form, 200)
 
 
@@ -229,10 +254,8 @@ def edit_key(key_id: int):
 def update_key(key_id: int):
     key = _own_key(key_id)
     form = _edit_form(key, posted=True)
-    if not current_user.is_active_account:
-        form.form_errors.append(
-            f"Your account is {current_user.status}: it cannot change API keys."
-        )
+    if refusal := _cannot_change_keys():
+        form.form_errors.append(refusal)
         return _edit_response(key, form, 403)
     if not form.validate_on_submit():
         return _edit_response(key, form, 400)
@@ -259,17 +282,19 @@ def _set_paused(key_id: int, paused: bool):
     if not form.validate_on_submit():
         abort(400)
     key = _own_key(key_id)
+    if refusal := _cannot_change_keys():
+        if not request.htmx:
+            flash(refusal, "error")
+            return _render_keys(_key_form(), status=403)
+        return _render_key_row(key, row_error=refusal, status=403)
     try:
         key_service.set_paused(key, paused)
     except key_service.KeyRequestError as exc:
         db.session.rollback()
-        status = 400 if current_user.is_active_account else 403
         if not request.htmx:
             flash(str(exc), "error")
             return redirect(url_for("portal.keys"))
-        return render_template(
-            "portal/partials/key_row.html", key=key, now=utcnow(), row_error=str(exc)
-        ), status
+        return _render_key_row(key, row_error=str(exc), status=400)
     db.session.commit()
     if not request.htmx:
         state = "paused: requests with it are refused" if paused else "working again"

@@ -66,6 +66,11 @@ ACCESS_RULES = {
     "portal.keys": SIGNED_IN,
     "portal.create_key": ACTIVE,
     "portal.revoke_key": SIGNED_IN,  # a suspended customer may still revoke a leaked key
+    "portal.key_row": SIGNED_IN,
+    "portal.edit_key": ACTIVE,
+    "portal.update_key": ACTIVE,
+    "portal.pause_key": ACTIVE,
+    "portal.resume_key": ACTIVE,
     "portal.usage": SIGNED_IN,
     "portal.credits": SIGNED_IN,
     "portal.buy_credits": ACTIVE,

@@ -232,6 +232,8 @@ def test_issue10_9_a_suspended_account_cannot_edit_pause_or_resume(app, browser,
     page = browser.get("/keys").get_data(as_text=True)
     assert "Edit laptop" not in page and "Pause laptop" not in page
     before = key_row(app, key_id)
+    opened = browser.get(f"/keys/{key_id}/edit", headers={"HX-Request": "true"})
+    assert opened.status_code == 403
     response = edit(browser, key_id, name="renamed", limit="1")
     assert response.status_code == 403
     assert "suspended: it cannot change API keys" in response.get_data(as_text=True)
