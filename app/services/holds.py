@@ -157,6 +157,7 @@ def decide(request: HoldRequest, rows: Figures) -> Reservation | Refusal:
     return Reservation(hold_id=0, amount=max(required, 1), output_limit=output_limit)
 
 
+# The period starts are SQLite's only (PostgreSQL truncates :now itself: key_periods.py).
 TIMESTAMP_PARAMS = ("now", "expires_at", "u_created_at", "day_start", "week_start", "month_start")
 
 
@@ -171,6 +172,16 @@ def text(sql: str):
 _driver_sql: dict[int, str] = {}
 
 
+def driver_sql(statement, dialect) -> str:
+    """The statement as the driver runs it, compiled once. Without the indentation: psycopg
+    caches its parsing of a statement only up to 4 KiB (tests/unit/test_hot_path_statements.py)."""
+    sql = _driver_sql.get(id(statement))
+    if sql is None:
+        compiled = str(statement.compile(dialect=dialect))
+        sql = _driver_sql[id(statement)] = "\n".join(line.strip() for line in compiled.splitlines())
+    return sql
+
+
 def run_autocommit(statement, params: dict) -> tuple | None:
     """Run one of this module's PostgreSQL statements by itself and return its first row.
 
@@ -180,9 +191,7 @@ def run_autocommit(statement, params: dict) -> tuple | None:
     as SQLAlchemy's, so callers see one kind of database error whichever path ran.
     """
     engine = db.engine
-    sql = _driver_sql.get(id(statement))
-    if sql is None:
-        sql = _driver_sql[id(statement)] = str(statement.compile(dialect=engine.dialect))
+    sql = driver_sql(statement, engine.dialect)
     for name in TIMESTAMP_PARAMS:
         if params.get(name) is not None:
             params[name] = params[name].astimezone(UTC).replace(tzinfo=None)
@@ -220,7 +229,6 @@ def _params(request: HoldRequest, now: datetime) -> dict:
         "request_id": request.request_id,
         "now": now,
         "expires_at": request.expires_at,
-        **period_params(now),
     }
 
 
@@ -235,7 +243,7 @@ WITH acct AS MATERIALIZED (
     FOR NO KEY UPDATE
 ), akey AS MATERIALIZED (
     SELECT k.id, k.revoked_at, k.expires_at, k.paused_at, k.limit_nanocredits,
-           {period_usage_sql("k", cast=True)} AS period_usage,
+           {period_usage_sql("k", postgres=True)} AS period_usage,
            k.held_nanocredits, k.allowed_models
     FROM api_keys k JOIN acct ON k.account_id = acct.id
     WHERE k.id = CAST(:key_id AS integer)
@@ -314,7 +322,7 @@ FROM calc LEFT JOIN h ON true
 SQLITE_FIGURES_SQL = text(
     f"""
 SELECT a.status, a.balance, a.held, k.id, k.revoked_at, k.expires_at <= :now, k.limit_nanocredits,
-       {period_usage_sql("k", cast=False)}, k.held_nanocredits, k.allowed_models, m.enabled,
+       {period_usage_sql("k", postgres=False)}, k.held_nanocredits, k.allowed_models, m.enabled,
        m.version, k.paused_at
 FROM accounts a
 LEFT JOIN api_keys k ON k.id = :key_id AND k.account_id = a.id
@@ -385,6 +393,7 @@ def _from_postgres(row, request: HoldRequest) -> Reservation | Refusal:
 
 def _reserve_sqlite(conn, request: HoldRequest, params: dict) -> Reservation | Refusal | None:
     """None when there is no such account."""
+    params = {**params, **period_params(params["now"])}
     row = conn.execute(SQLITE_FIGURES_SQL, params).first()
     if row is None:
         return None
@@ -467,11 +476,11 @@ def _usage_params(usage: dict | None, cost: int, now: datetime) -> dict:
     return {"record": True, **{f"u_{c}": values.get(c) for c in USAGE_COLUMNS}}
 
 
-def roll_period_sql(*, cast: bool) -> str:
+def roll_period_sql(*, postgres: bool) -> str:
     """SET clauses of the key's UPDATE at settlement: when its limit period is over, the new one
     starts with the usage before this cost (key_periods.py). Both read the row as it was."""
-    over = period_over_sql("api_keys", cast=cast)
-    start = period_start_sql("api_keys.limit_reset", cast=cast)
+    over = period_over_sql("api_keys", postgres=postgres)
+    start = period_start_sql("api_keys.limit_reset", postgres=postgres)
     return (
         f"period_usage_base_nanocredits = CASE WHEN {over} THEN api_keys.usage_nanocredits "
         "ELSE api_keys.period_usage_base_nanocredits END, "
@@ -479,7 +488,7 @@ def roll_period_sql(*, cast: bool) -> str:
     )
 
 
-PG_ROLL_PERIOD = roll_period_sql(cast=True)
+PG_ROLL_PERIOD = roll_period_sql(postgres=True)
 
 # PostgreSQL: one statement. The hold is claimed (locked, then closed) first; the ledger entry
 # and the usage record follow it; the account is updated with the debit the ledger took, and the
@@ -558,7 +567,7 @@ SQLITE_SETTLE_ACCOUNT = text(
 )
 SQLITE_SETTLE_KEY = text(
     "UPDATE api_keys SET held_nanocredits = held_nanocredits - :release, "  # noqa: S608 (constant fragments: key_periods.py)
-    f"usage_nanocredits = usage_nanocredits + :cost, {roll_period_sql(cast=False)} "
+    f"usage_nanocredits = usage_nanocredits + :cost, {roll_period_sql(postgres=False)} "
     "WHERE id = :api_key_id"
 )
 SQLITE_USAGE = text(
@@ -603,7 +612,6 @@ def settle(
         "reference_id": reference_id or f"hold:{hold_id}",
         "idempotency_key": f"usage:hold:{hold_id}",
         **_usage_params(usage, cost_nanocredits, now),
-        **period_params(now),
     }
     if connection is not None:
         return _settle_on(connection, params)
@@ -625,6 +633,7 @@ def _settle_on(conn, params: dict) -> bool:
     account_id, api_key_id, amount = claimed
     step = {
         **params,
+        **period_params(params["now"]),
         "account_id": account_id,
         "api_key_id": api_key_id,
         "release": amount if was == "open" else 0,

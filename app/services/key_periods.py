@@ -47,33 +47,38 @@ def period_params(now: datetime) -> dict[str, datetime]:
     return {param: period_start(reset, now) for reset, param in RESET_PARAMS.items()}
 
 
-def period_start_sql(reset_column: str, *, cast: bool) -> str:
-    """SQL for the start of the current period of the reset in `reset_column` (NULL for none),
-    from the parameters of `period_params`. PostgreSQL needs the casts; SQLite must not have
-    them (CAST AS timestamp would make a number of the text it stores timestamps as)."""
+def period_start_sql(reset_column: str, *, postgres: bool) -> str:
+    """SQL for the start of the current period of the reset in `reset_column` (NULL for none).
 
-    def param(name: str) -> str:
-        return f"CAST(:{name} AS timestamp)" if cast else f":{name}"
-
-    whens = " ".join(f"WHEN '{reset}' THEN {param(name)}" for reset, name in RESET_PARAMS.items())
+    PostgreSQL truncates the statement's `:now` (date_trunc's weeks start on Monday, as a weekly
+    reset does), which keeps the hot path's statements short enough for psycopg to cache their
+    parsing (tests/unit/test_hot_path_statements.py). SQLite takes the `period_params` instead.
+    """
+    if postgres:
+        units = " ".join(
+            f"WHEN '{reset}' THEN '{unit}'"
+            for reset, unit in (("daily", "day"), ("weekly", "week"), ("monthly", "month"))
+        )
+        return f"date_trunc(CASE {reset_column} {units} END, CAST(:now AS timestamp))"
+    whens = " ".join(f"WHEN '{reset}' THEN :{name}" for reset, name in RESET_PARAMS.items())
     return f"CASE {reset_column} {whens} END"
 
 
-def period_over_sql(table: str, *, cast: bool) -> str:
+def period_over_sql(table: str, *, postgres: bool) -> str:
     """SQL: the key (columns of `table`) has a resetting limit whose stored period is over."""
-    start = period_start_sql(f"{table}.limit_reset", cast=cast)
+    start = period_start_sql(f"{table}.limit_reset", postgres=postgres)
     return (
         f"({table}.limit_reset IS NOT NULL AND ({table}.period_started_at IS NULL "
         f"OR {table}.period_started_at < {start}))"
     )
 
 
-def period_usage_sql(table: str, *, cast: bool) -> str:
+def period_usage_sql(table: str, *, postgres: bool) -> str:
     """SQL: what the key (columns of `table`) spent in the current period, or in its lifetime
     when its limit does not reset."""
     return (
         f"({table}.usage_nanocredits - CASE WHEN {table}.limit_reset IS NULL THEN 0 "
-        f"WHEN {period_over_sql(table, cast=cast)} THEN {table}.usage_nanocredits "
+        f"WHEN {period_over_sql(table, postgres=postgres)} THEN {table}.usage_nanocredits "
         f"ELSE {table}.period_usage_base_nanocredits END)"
     )
 
