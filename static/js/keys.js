@@ -45,6 +45,16 @@
   document.addEventListener("DOMContentLoaded", () => setUp(document));
   document.addEventListener("htmx:load", (event) => setUp(event.detail.elt));
 
+  // A key's row swapped back in (saved, cancelled, paused, resumed) took the focused button
+  // with it: focus goes to the row's first control rather than to the top of the page.
+  document.addEventListener("htmx:afterSettle", (event) => {
+    const row = event.detail.elt;
+    if (!row || !row.matches || !row.matches("#keys-table tr[id^=key-]")) return;
+    if (document.activeElement && document.activeElement !== document.body) return;
+    const control = row.querySelector(".row-action a, .row-action button, input, select");
+    if (control) control.focus();
+  });
+
   document.addEventListener("input", (event) => {
     const checklist = event.target.closest("[data-model-checklist]");
     if (checklist) update(checklist);

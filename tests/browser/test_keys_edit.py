@@ -90,6 +90,7 @@ def test_issue10_9_filter_the_checklist_edit_pause_and_resume_in_place(app, page
         form.get_by_role("button", name="Save changes").click()
     assert saved.value.status == 200
     row = page.locator(f"#key-{key_id}")
+    expect(row.get_by_role("button", name="Edit build server")).to_be_focused()
     expect(row.locator(".key-name")).to_contain_text("build server")
     expect(row).to_contain_text("2.50 a day")
     expect(row).to_contain_text("claude-haiku-4-5, gpt-4o-mini")
