@@ -8,26 +8,55 @@ from wtforms import (
     DateField,
     HiddenField,
     PasswordField,
+    SelectField,
     SelectMultipleField,
     StringField,
     TextAreaField,
 )
+from wtforms.fields import SelectChoice
 from wtforms.validators import InputRequired, Length, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.services.accounts import PASSWORD_MAX
 from app.services.keys import KEY_NAME_MAX
 from app.services.refunds import NOTE_MAX
 
 
-class CreateKeyForm(FlaskForm):
+class ModelChecklistField(SelectMultipleField):
+    """A list of checkboxes, one per model (keys.js adds a text filter over it)."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+LIMIT_RESET_CHOICES = [
+    SelectChoice("", "Never"),
+    SelectChoice("daily", "Daily"),
+    SelectChoice("weekly", "Weekly (Mondays)"),
+    SelectChoice("monthly", "Monthly (the 1st)"),
+]
+
+
+class KeyFieldsForm(FlaskForm):
+    """A key's editable fields, for creating one and for editing it."""
+
     name = StringField("Name", validators=[InputRequired(), Length(max=KEY_NAME_MAX)])
     limit = StringField(
         "Credit limit (optional)",
         validators=[Optional(), Length(max=24)],
         filters=[lambda value: value.strip() if value else value],
     )
-    allowed_models = SelectMultipleField("Allowed models (optional; none selected means all)")
+    limit_reset = SelectField("Limit resets", choices=LIMIT_RESET_CHOICES, default="")
+    allowed_models = ModelChecklistField("Allowed models (optional; none ticked means all)")
     expires_on = DateField("Expires on (optional)", validators=[Optional()])
+
+
+class CreateKeyForm(KeyFieldsForm):
+    pass
+
+
+class EditKeyForm(KeyFieldsForm):
+    """Rendered with the prefix `key<id>-`, so that several can be open on one page."""
 
 
 class EmptyForm(FlaskForm):

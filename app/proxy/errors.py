@@ -17,6 +17,8 @@ CONDITIONS: dict[str, tuple[int, str, str, str]] = {
     "key_limit_reached": (402, "key_limit_reached", "billing_error", "FAILED_PRECONDITION"),
     "account_suspended": (403, "account_suspended", "permission_error", "PERMISSION_DENIED"),
     "model_not_allowed": (403, "model_not_allowed", "permission_error", "PERMISSION_DENIED"),
+    # The key's owner paused it in the portal; resuming it there makes it work again.
+    "key_paused": (403, "key_paused", "permission_error", "PERMISSION_DENIED"),
     "model_not_found": (404, "model_not_found", "not_found_error", "NOT_FOUND"),
     # A path or method under /v1, /anthropic or /gemini that the gateway does not serve.
     "route_not_found": (404, "not_found", "not_found_error", "NOT_FOUND"),

@@ -52,6 +52,7 @@ MODEL_PREFIXES = {
 # Valid keys seen by this process, by their hash. Only identity lives here (ids, the per-minute
 # limit); whether the key and its account may spend is decided by the hold statement every time.
 KEY_CACHE_MAX = 100_000
+KEY_PAUSED = "This API key is paused. Resume it on the API keys page to use it again."
 
 
 @dataclass
@@ -107,7 +108,7 @@ KEY_SQL = (
     text(
         """
 SELECT k.id, k.account_id, k.allowed_models, k.rate_limit_rpm, k.revoked_at,
-       k.expires_at <= :now AS expired, a.status
+       k.expires_at <= :now AS expired, k.paused_at, a.status
 FROM api_keys k JOIN accounts a ON a.id = k.account_id
 WHERE k.key_hash = :key_hash
 """
@@ -120,13 +121,14 @@ _known_keys: dict[str, tuple[Caller, float]] = {}  # key hash -> (caller, read a
 _known_keys_lock = threading.Lock()
 
 
-def authenticate(*, fresh: bool = True) -> Caller:
+def authenticate(*, fresh: bool = True, allow_paused: bool = False) -> Caller:
     """The calling key and its account.
 
     `fresh=False` (metered routes) may answer from this process's cache of valid keys, because the
-    hold statement refuses a revoked or expired key and an inactive account itself; other routes
-    read the database. Raises ProxyError 401 (missing, unknown, revoked, expired), 403 (account
-    not active) or 429 (an address that keeps presenting invalid keys).
+    hold statement refuses a revoked, expired or paused key and an inactive account itself; other
+    routes read the database. `allow_paused` lets a paused key through (/v1/key reports on it).
+    Raises ProxyError 401 (missing, unknown, revoked, expired), 403 (account not active, key
+    paused) or 429 (an address that keeps presenting invalid keys).
     """
     plaintext = presented_key()
     if not plaintext:
@@ -154,6 +156,8 @@ def authenticate(*, fresh: bool = True) -> Caller:
         )
     if row.status != "active":
         raise ProxyError("account_suspended", f"This account is {row.status}.")
+    if row.paused_at is not None and not allow_paused:
+        raise ProxyError("key_paused", KEY_PAUSED)
     allowed = row.allowed_models
     caller = Caller(
         key_id=row.id,
@@ -422,6 +426,8 @@ def refusal_error(refusal: holds.Refusal, caller: Caller, model: PricedModel) ->
     if reason in KEY_REFUSALS:
         forget_key(caller)
         return ProxyError("invalid_api_key", KEY_REFUSALS[reason])
+    if reason == "key_paused":
+        return ProxyError("key_paused", KEY_PAUSED)
     if reason == "account_not_active":
         forget_key(caller)
         return ProxyError("account_suspended", f"This account is {refusal.account_status}.")

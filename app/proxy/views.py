@@ -10,6 +10,7 @@ from werkzeug.routing import PathConverter, Rule
 
 from app.extensions import db
 from app.models import ApiKey
+from app.models.types import utcnow
 from app.proxy import (
     anthropic,
     bp,
@@ -35,7 +36,7 @@ from app.proxy.gateway import (
 )
 from app.proxy.upstream import UpstreamCall, error_from_response, send
 from app.services.catalog import enabled_models, price_table
-from app.services.holds import key_remaining
+from app.services.keys import settled_by_period
 from app.services.money import NANOS_PER_CREDIT, nanos_to_credits
 from app.services.pricing import TOKENS_PER_PRICE_UNIT
 
@@ -236,19 +237,35 @@ def list_models():
 @bp.get("/v1/key")
 @proxy_errors(OPENAI)
 def key_info():
-    caller = authenticate()
+    """The calling key, in OpenRouter's shape (/api/v1/key) plus OneKey's balance and held.
+
+    `limit_remaining` is what the key may still reserve: its limit less this period's spend (its
+    lifetime spend when the limit does not reset) and its open holds. `usage_daily`, `_weekly` and
+    `_monthly` are what was settled since midnight UTC, Monday and the 1st. A paused key is
+    answered (`disabled`: true) so that its owner's tools can tell why requests are refused.
+    """
+    caller = authenticate(allow_paused=True)
     key = db.session.get(ApiKey, caller.key_id)
     account = key.account
+    now = utcnow()
     limit = key.limit_nanocredits
-    remaining = key_remaining(limit, key.usage_nanocredits, key.held_nanocredits)
+    remaining = key.limit_remaining_at(now)
     return jsonify(
         data={
             "name": key.name,
+            "label": key.masked,
             "balance": nanos_to_credits(account.balance_nanocredits),
             "held": nanos_to_credits(account.held_nanocredits),
             "usage": nanos_to_credits(key.usage_nanocredits),
+            **{
+                f"usage_{period}": nanos_to_credits(spent)
+                for period, spent in settled_by_period(key.id, now).items()
+            },
             "limit": None if limit is None else nanos_to_credits(limit),
-            "limit_remaining": None if remaining is None else nanos_to_credits(max(remaining, 0)),
+            "limit_remaining": None if remaining is None else nanos_to_credits(remaining),
+            "limit_reset": key.limit_reset,
+            "expires_at": key.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if key.expires_at else None,
+            "disabled": key.paused_at is not None,
         }
     )
 

@@ -26,6 +26,12 @@ from sqlalchemy.exc import DBAPIError
 
 from app.extensions import db
 from app.models.types import UTCDateTime, utcnow
+from app.services.key_periods import (
+    period_over_sql,
+    period_params,
+    period_start_sql,
+    period_usage_sql,
+)
 from app.services.pricing import UNBOUNDED_TOKENS, affordable_output_tokens, cost_bound
 
 
@@ -63,8 +69,8 @@ class Reservation:
 class Refusal:
     """Why nothing was reserved, with the figures a 402 reports.
 
-    reason: key_invalid, key_revoked, key_expired, account_not_active, catalog_changed (the model
-    was disabled or its prices changed since the caller's copy), model_not_allowed,
+    reason: key_invalid, key_revoked, key_expired, key_paused, account_not_active, catalog_changed
+    (the model was disabled or its prices changed since the caller's copy), model_not_allowed,
     key_limit_reached or insufficient_credits.
     """
 
@@ -79,7 +85,11 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Figures:
-    """The rows a decision reads, as one reserve statement sees them after taking its locks."""
+    """The rows a decision reads, as one reserve statement sees them after taking its locks.
+
+    `key_usage` is what counts against the key's limit: this period's spend when the limit resets
+    (services/key_periods.py), its lifetime spend otherwise.
+    """
 
     account_status: str | None
     balance: int
@@ -92,6 +102,7 @@ class Figures:
     key_held: int
     allowed_models: list[str] | None
     model_current: bool
+    key_paused: bool = False
 
 
 def key_remaining(limit: int | None, usage: int, held: int) -> int | None:
@@ -110,6 +121,8 @@ def decide(request: HoldRequest, rows: Figures) -> Reservation | Refusal:
             return Refusal("key_expired")
     if rows.account_status != "active":
         return Refusal("account_not_active", account_status=rows.account_status)
+    if request.key_id is not None and rows.key_paused:
+        return Refusal("key_paused")
     if request.model_pk is not None and not rows.model_current:
         return Refusal("catalog_changed")
     if (
@@ -144,7 +157,8 @@ def decide(request: HoldRequest, rows: Figures) -> Reservation | Refusal:
     return Reservation(hold_id=0, amount=max(required, 1), output_limit=output_limit)
 
 
-TIMESTAMP_PARAMS = ("now", "expires_at", "u_created_at")
+# The period starts are SQLite's only (PostgreSQL truncates :now itself: key_periods.py).
+TIMESTAMP_PARAMS = ("now", "expires_at", "u_created_at", "day_start", "week_start", "month_start")
 
 
 def text(sql: str):
@@ -158,6 +172,16 @@ def text(sql: str):
 _driver_sql: dict[int, str] = {}
 
 
+def driver_sql(statement, dialect) -> str:
+    """The statement as the driver runs it, compiled once. Without the indentation: psycopg
+    caches its parsing of a statement only up to 4 KiB (tests/unit/test_hot_path_statements.py)."""
+    sql = _driver_sql.get(id(statement))
+    if sql is None:
+        compiled = str(statement.compile(dialect=dialect))
+        sql = _driver_sql[id(statement)] = "\n".join(line.strip() for line in compiled.splitlines())
+    return sql
+
+
 def run_autocommit(statement, params: dict) -> tuple | None:
     """Run one of this module's PostgreSQL statements by itself and return its first row.
 
@@ -167,9 +191,7 @@ def run_autocommit(statement, params: dict) -> tuple | None:
     as SQLAlchemy's, so callers see one kind of database error whichever path ran.
     """
     engine = db.engine
-    sql = _driver_sql.get(id(statement))
-    if sql is None:
-        sql = _driver_sql[id(statement)] = str(statement.compile(dialect=engine.dialect))
+    sql = driver_sql(statement, engine.dialect)
     for name in TIMESTAMP_PARAMS:
         if params.get(name) is not None:
             params[name] = params[name].astimezone(UTC).replace(tzinfo=None)
@@ -214,13 +236,14 @@ def _params(request: HoldRequest, now: datetime) -> dict:
 # it); `calc` is `decide` in SQL (numeric where a product can pass 2^63); the account, key and
 # hold are written only when `calc` refused nothing, the key after the account (`uk` joins `ua`).
 RESERVE_SQL = text(
-    """
+    f"""
 WITH acct AS MATERIALIZED (
     SELECT id, status, balance, held FROM accounts
     WHERE id = CAST(:account_id AS integer)
     FOR NO KEY UPDATE
 ), akey AS MATERIALIZED (
-    SELECT k.id, k.revoked_at, k.expires_at, k.limit_nanocredits, k.usage_nanocredits,
+    SELECT k.id, k.revoked_at, k.expires_at, k.paused_at, k.limit_nanocredits,
+           {period_usage_sql("k", postgres=True)} AS period_usage,
            k.held_nanocredits, k.allowed_models
     FROM api_keys k JOIN acct ON k.account_id = acct.id
     WHERE k.id = CAST(:key_id AS integer)
@@ -229,10 +252,10 @@ WITH acct AS MATERIALIZED (
     SELECT enabled, version FROM catalog_models WHERE id = CAST(:model_pk AS integer)
 ), figures AS (
     SELECT acct.id AS account_id, acct.status, acct.balance, acct.held, akey.id AS key_id,
-           akey.revoked_at, akey.expires_at, akey.allowed_models,
+           akey.revoked_at, akey.expires_at, akey.paused_at, akey.allowed_models,
            (mdl.enabled AND mdl.version = CAST(:model_version AS bigint)) AS model_current,
            acct.balance - acct.held AS available,
-           akey.limit_nanocredits - akey.usage_nanocredits - akey.held_nanocredits AS remaining
+           akey.limit_nanocredits - akey.period_usage - akey.held_nanocredits AS remaining
     FROM acct LEFT JOIN akey ON true LEFT JOIN mdl ON true
 ), spend AS (
     SELECT f.*, LEAST(f.available, COALESCE(f.remaining, f.available)) AS spendable
@@ -257,6 +280,7 @@ WITH acct AS MATERIALIZED (
              WHEN l.revoked_at IS NOT NULL THEN 'key_revoked'
              WHEN l.expires_at <= CAST(:now AS timestamp) THEN 'key_expired'
              WHEN l.status <> 'active' THEN 'account_not_active'
+             WHEN l.paused_at IS NOT NULL THEN 'key_paused'
              WHEN CAST(:model_pk AS integer) IS NOT NULL AND l.model_current IS NOT TRUE
                THEN 'catalog_changed'
              WHEN CAST(:model_id AS text) IS NOT NULL
@@ -292,18 +316,19 @@ WITH acct AS MATERIALIZED (
 SELECT calc.refusal, calc.status, calc.balance, calc.held, calc.required, calc.amount,
        calc.max_out, calc.output_limit, calc.remaining, h.id AS hold_id
 FROM calc LEFT JOIN h ON true
-"""
+"""  # noqa: S608 (constant fragments: key_periods.py)
 )
 
 SQLITE_FIGURES_SQL = text(
-    """
+    f"""
 SELECT a.status, a.balance, a.held, k.id, k.revoked_at, k.expires_at <= :now, k.limit_nanocredits,
-       k.usage_nanocredits, k.held_nanocredits, k.allowed_models, m.enabled, m.version
+       {period_usage_sql("k", postgres=False)}, k.held_nanocredits, k.allowed_models, m.enabled,
+       m.version, k.paused_at
 FROM accounts a
 LEFT JOIN api_keys k ON k.id = :key_id AND k.account_id = a.id
 LEFT JOIN catalog_models m ON m.id = :model_pk
 WHERE a.id = :account_id
-"""
+"""  # noqa: S608 (constant fragments: key_periods.py)
 ).columns(allowed_models=JSON())
 SQLITE_RESERVE_ACCOUNT = text("UPDATE accounts SET held = held + :amount WHERE id = :account_id")
 SQLITE_RESERVE_KEY = text(
@@ -368,11 +393,12 @@ def _from_postgres(row, request: HoldRequest) -> Reservation | Refusal:
 
 def _reserve_sqlite(conn, request: HoldRequest, params: dict) -> Reservation | Refusal | None:
     """None when there is no such account."""
+    params = {**params, **period_params(params["now"])}
     row = conn.execute(SQLITE_FIGURES_SQL, params).first()
     if row is None:
         return None
     (status, balance, held, key_id, revoked_at, expired, limit, usage, key_held) = row[:9]
-    allowed, enabled, version = row[9:]
+    allowed, enabled, version, paused_at = row[9:]
     figures = Figures(
         account_status=status,
         balance=balance,
@@ -385,6 +411,7 @@ def _reserve_sqlite(conn, request: HoldRequest, params: dict) -> Reservation | R
         key_held=key_held or 0,
         allowed_models=allowed if isinstance(allowed, list) else None,
         model_current=bool(enabled) and version == request.model_version,
+        key_paused=paused_at is not None,
     )
     outcome = decide(request, figures)
     if isinstance(outcome, Refusal):
@@ -453,11 +480,25 @@ def _usage_params(usage: dict | None, cost: int, now: datetime) -> dict:
     return {"record": True, **{f"u_{c}": values.get(c) for c in USAGE_COLUMNS}}
 
 
+def roll_period_sql(*, postgres: bool) -> str:
+    """SET clauses of the key's UPDATE at settlement: when its limit period is over, the new one
+    starts with the usage before this cost (key_periods.py). Both read the row as it was."""
+    over = period_over_sql("api_keys", postgres=postgres)
+    start = period_start_sql("api_keys.limit_reset", postgres=postgres)
+    return (
+        f"period_usage_base_nanocredits = CASE WHEN {over} THEN api_keys.usage_nanocredits "
+        "ELSE api_keys.period_usage_base_nanocredits END, "
+        f"period_started_at = CASE WHEN {over} THEN {start} ELSE api_keys.period_started_at END"
+    )
+
+
+PG_ROLL_PERIOD = roll_period_sql(postgres=True)
+
 # PostgreSQL: one statement. The hold is claimed (locked, then closed) first; the ledger entry
 # and the usage record follow it; the account is updated with the debit the ledger took, and the
-# key after the account (`uk` joins `ua`).
+# key after the account (`uk` joins `ua`), rolling its limit period over first when it is over.
 SETTLE_SQL = text(
-    """
+    f"""
 WITH claimed AS MATERIALIZED (
     SELECT id, status AS was, account_id, api_key_id, amount FROM holds
     WHERE id = CAST(:hold_id AS bigint) AND status IN ('open', 'expired')
@@ -489,7 +530,8 @@ WITH claimed AS MATERIALIZED (
     RETURNING accounts.id
 ), uk AS (
     UPDATE api_keys SET held_nanocredits = api_keys.held_nanocredits - h.release,
-                        usage_nanocredits = api_keys.usage_nanocredits + CAST(:cost AS bigint)
+                        usage_nanocredits = api_keys.usage_nanocredits + CAST(:cost AS bigint),
+                        {PG_ROLL_PERIOD}
     FROM h, ua WHERE api_keys.id = h.api_key_id
     RETURNING api_keys.id
 ), u AS (
@@ -511,7 +553,7 @@ WITH claimed AS MATERIALIZED (
     RETURNING id
 )
 SELECT h.was FROM h
-"""
+"""  # noqa: S608 (constant fragments: key_periods.py)
 )
 
 SQLITE_CLAIM = text(
@@ -529,8 +571,9 @@ SQLITE_SETTLE_ACCOUNT = text(
     "THEN 'negative balance' ELSE flagged_reason END WHERE id = :account_id"
 )
 SQLITE_SETTLE_KEY = text(
-    "UPDATE api_keys SET held_nanocredits = held_nanocredits - :release, "
-    "usage_nanocredits = usage_nanocredits + :cost WHERE id = :api_key_id"
+    "UPDATE api_keys SET held_nanocredits = held_nanocredits - :release, "  # noqa: S608 (constant fragments: key_periods.py)
+    f"usage_nanocredits = usage_nanocredits + :cost, {roll_period_sql(postgres=False)} "
+    "WHERE id = :api_key_id"
 )
 SQLITE_USAGE = text(
     """
@@ -596,6 +639,7 @@ def _settle_on(conn, params: dict) -> bool:
     account_id, api_key_id, amount = claimed
     step = {
         **params,
+        **period_params(params["now"]),
         "account_id": account_id,
         "api_key_id": api_key_id,
         "release": amount if was == "open" else 0,

@@ -198,7 +198,12 @@ def place_hold(
     return db.session.get(Hold, outcome.hold_id)
 
 
-KEY_PROBLEMS = {"key_invalid": "unknown key", "key_revoked": "revoked", "key_expired": "expired"}
+KEY_PROBLEMS = {
+    "key_invalid": "unknown key",
+    "key_revoked": "revoked",
+    "key_expired": "expired",
+    "key_paused": "paused",
+}
 
 
 def _refusal_error(refusal: holds.Refusal, amount: int) -> LedgerError | ValueError:

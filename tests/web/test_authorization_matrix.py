@@ -76,6 +76,11 @@ ACCESS_RULES = {
     "portal.create_key": ACTIVE,
     "portal.revoke_key": SIGNED_IN,  # a suspended customer may still revoke a leaked key
     "portal.refusals": SIGNED_IN,  # a suspended customer may still see why requests fail
+    "portal.key_row": SIGNED_IN,
+    "portal.edit_key": ACTIVE,
+    "portal.update_key": ACTIVE,
+    "portal.pause_key": ACTIVE,
+    "portal.resume_key": ACTIVE,
     "portal.usage": SIGNED_IN,
     "portal.usage_chart": SIGNED_IN,
     "portal.usage_csv": SIGNED_IN,
