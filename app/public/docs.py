@@ -52,6 +52,7 @@ CONDITION_DESCRIPTIONS: dict[str, str] = {
     "key_limit_reached": "What is left under the key's own credit limit does not cover it.",
     "account_suspended": "The account is suspended, closed or terminated.",
     "model_not_allowed": "The key is restricted to other models.",
+    "key_paused": "The key is paused by its owner (resume it on the keys page).",
     "model_not_found": "The model is unknown or not enabled.",
     "route_not_found": "No such path under /v1, /anthropic or /gemini.",
     "method_not_allowed": "The path is served with another method, which the Allow header names.",

@@ -45,6 +45,9 @@ ANONYMOUS_ONLY = "anonymous only"
 SIGNED_IN = "signed-in customer"
 ACTIVE = "active customer"
 ADMIN_ONLY = "admin only (404 to others)"
+# A scraper's endpoint: an admin session only past the second factor and not idle (nothing to
+# redirect a scraper to), else 404.
+VERIFIED_ADMIN_ONLY = "an admin past the second factor only (404 to others)"
 SECOND_FACTOR = "an active admin's second factor (404 to others)"
 API_KEY = "api key"
 UNKNOWN_API_PATH = "unknown API path"
@@ -103,7 +106,7 @@ ACCESS_RULES = {
     "portal.close_account": SIGNED_IN,
     "portal.request_closure": SIGNED_IN,
     "admin.": ADMIN_ONLY,
-    "metrics.metrics": ADMIN_ONLY,  # or a bearer METRICS_TOKEN, which no caller here presents
+    "metrics.metrics": VERIFIED_ADMIN_ONLY,  # or a bearer METRICS_TOKEN, which no caller here presents
     "proxy.list_models": PUBLIC,
     "proxy.unknown_route": UNKNOWN_API_PATH,  # any other path under the prefixes, any method
     "proxy.": API_KEY,
@@ -454,6 +457,8 @@ def expected(rule: Rule, method: str, actor: str, *, htmx: bool = False) -> Outc
     if access == ADMIN_ONLY:
         if (actor, htmx) in SECOND_FACTOR_OWED:
             return SECOND_FACTOR_OWED[actor, htmx]
+        return served if actor == ADMIN else HIDDEN
+    if access == VERIFIED_ADMIN_ONLY:
         return served if actor == ADMIN else HIDDEN
     if access == SECOND_FACTOR:
         if actor == ANONYMOUS:
