@@ -79,6 +79,7 @@ def assert_on_screen(page, selector: str, width: int) -> None:
 
 
 def assert_no_sideways_scroll(page, width: int) -> None:
+    page.wait_for_load_state("load")  # measured before the stylesheets apply, any page is wide
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= width, f"{page.url} is {scroll_width} px wide at {width} px"
 
@@ -123,12 +124,19 @@ def test_issue10_item12_tables_keep_important_columns_and_nav_reaches_every_page
 
     for path, selectors in IMPORTANT.items():
         page.goto(path)
-        page.screenshot(
-            path=tmp_path / f"{path.strip('/').replace('/', '-')}-{width}.png", full_page=True
-        )
+        name = path.strip("/").replace("/", "-")
+        page.screenshot(path=tmp_path / f"{name}-{width}.png", full_page=True)
+        # And the table itself, from its top, at the viewport's size.
+        page.locator(".table-scroll").first.scroll_into_view_if_needed()
+        page.screenshot(path=tmp_path / f"{name}-{width}-table.png")
         for selector in selectors:
             assert_on_screen(page, selector, width)
         assert_no_sideways_scroll(page, width)
+        # Nor does the table itself need scrolling sideways: all its shown columns fit.
+        for scroll_width, client_width in page.evaluate(
+            "[...document.querySelectorAll('.table-scroll')].map(e => [e.scrollWidth, e.clientWidth])"
+        ):
+            assert scroll_width <= client_width + 1, f"a table on {path} scrolls at {width} px"
         # The priority pattern: minor columns are left out on a phone, shown on a desktop.
         minor = page.locator(".table-scroll .col-minor")
         if minor.count():
