@@ -42,4 +42,4 @@ def require_admin():
     return None
 
 
-from app.admin import catalog, health, jobs, payments, refunds, views  # noqa: E402,F401
+from app.admin import catalog, health, jobs, overview, payments, refunds, views  # noqa: E402,F401

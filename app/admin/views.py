@@ -52,11 +52,6 @@ PURCHASES_SHOWN = 20
 USAGE_SUMMARY_DAYS = 30
 
 
-@bp.get("/")
-def index():
-    return redirect(url_for("admin.accounts"))
-
-
 @bp.get("/accounts")
 def accounts():
     """Accounts by email, API key, request id or Stripe id (one box), and by status."""

@@ -28,6 +28,8 @@ class LedgerEntry(db.Model):
         Index(
             "ix_ledger_entries_account_kind_created", "account_id", "kind", "created_at", "amount"
         ),
+        # Every account's entries of a kind per day: the admin overview (migration 0013).
+        Index("ix_ledger_entries_kind_created", "kind", "created_at", "amount"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)

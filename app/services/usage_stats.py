@@ -51,9 +51,10 @@ STACKS = ("model", "key")
 
 @dataclass(frozen=True)
 class UsageScope:
-    """One account's usage records on UTC days first_day..last_day, narrowed by the filters set."""
+    """One account's usage records on UTC days first_day..last_day, narrowed by the filters set;
+    every account's when account_id is None (the admin overview)."""
 
-    account_id: int
+    account_id: int | None
     first_day: date
     last_day: date
     key_id: int | None = None
@@ -77,7 +78,7 @@ class UsageScope:
         ]
 
     def _filters(self, table, account, key) -> list:
-        where = [account == self.account_id]
+        where = [] if self.account_id is None else [account == self.account_id]
         if self.key_id is not None:
             where.append(key == self.key_id)
         if self.model_id is not None:
@@ -256,6 +257,38 @@ def daily(scope: UsageScope, stack: str = "model") -> Daily:
         series.cost_nanocredits[n] += int(cost or 0)
     ordered = sorted(members.values(), key=lambda s: (-s.total_cost, -sum(s.requests), str(s.key)))
     return Daily(days=days, stack=stack, series=ordered)
+
+
+def by_day_and_model(scope: UsageScope) -> dict[tuple[date, str], Totals]:
+    """Requests, tokens by class and cost per (UTC day, model) of the scope, exactly: what a
+    cost at other prices (the overview's provider cost at list price) is computed from."""
+    columns = ("requests", *TOKEN_COLUMNS, "cost")
+    folded = (
+        select(rollups.c.day, rollups.c.model_id, *(func.sum(rollups.c[name]) for name in columns))
+        .where(*scope.rollup_where())
+        .group_by(rollups.c.day, rollups.c.model_id)
+    )
+
+    def build(folded_through: int):
+        day = utc_day(records.c.created_at)
+        unfolded = (
+            select(
+                day,
+                records.c.model_id,
+                func.count(),
+                *(func.sum(records.c[name]) for name in (*TOKEN_COLUMNS, "cost")),
+            )
+            .where(*scope.unfolded_where(folded_through))
+            .group_by(day, records.c.model_id)
+        )
+        return union_all(folded, unfolded)
+
+    result: dict[tuple[date, str], Totals] = {}
+    for day, model, *sums in _consistent(build):
+        group = result.setdefault((day, model), Totals())
+        for name, value in zip(("requests", *TOKEN_COLUMNS, "cost_nanocredits"), sums, strict=True):
+            setattr(group, name, getattr(group, name) + int(value or 0))
+    return result
 
 
 def models_used(account_id: int, first_day: date, last_day: date) -> list[str]:

@@ -53,10 +53,11 @@ def test_admin_urls_routing_would_answer_are_404_too(app, make_account, admin, m
     assert getattr(admin.client, method)(path).status_code in (308, 405)
 
 
-def test_admin_without_the_slash_leads_an_admin_to_the_accounts(admin):
+def test_admin_without_the_slash_leads_an_admin_to_the_overview(admin):
     response = admin.get("/admin", follow_redirects=True)
     assert response.status_code == 200
-    assert response.request.path == "/admin/accounts"
+    assert response.request.path == "/admin/"
+    assert "<h1>Overview</h1>" in response.get_data(as_text=True)
 
 
 def test_a_suspended_admin_gets_the_same_404(app, make_account):
