@@ -5,7 +5,7 @@ on (account_id, kind, created_at, amount) leads with the account, so without thi
 reads the whole table. With it, the sum is read from the index alone.
 
 Revision ID: 0013
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-04 20:00:00
 
 """
@@ -13,7 +13,7 @@ Create Date: 2026-12-04 20:00:00
 from alembic import op
 
 revision = "0013"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
