@@ -1,5 +1,5 @@
 """Issue 10 item 12 in Chromium, at a phone's width (390 px) and a desktop's (1280 px): no table
-hides its important columns (pricing shows the prices, keys their status and Revoke, usage the cost
+hides its important columns (pricing shows the prices, keys their spend, status and actions, usage the cost
 and status, activity the amounts, the admin's accounts their status and balance) without sideways
 scrolling, no page scrolls sideways, and every link of the navigation, Admin included, is in view
 and goes to its page. A screenshot of each page at each width is saved in the test's tmp dir."""
@@ -34,7 +34,10 @@ IMPORTANT = {
     ],
     "/keys": [
         "#keys-table td.key-name",
+        "#keys-table td.key-spend",
         "#keys-table mark.status",
+        "#keys-table .key-actions :text('Edit')",
+        "#keys-table button:text('Pause')",
         "#keys-table button:text('Revoke')",
     ],
     "/usage": ["#usage-table td.when a", "#usage-table td.cost", "#usage-table mark.status"],
