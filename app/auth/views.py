@@ -315,6 +315,25 @@ def _after_second_factor(account: Account, next_page: str | None):
     return redirect(next_page or url_for("portal.dashboard"))
 
 
+def _try_code(account, form, check):
+    """A submitted code, throttled like passwords: (passed, what `check(account, code)` gave,
+    status, headers) — 200 for a page not yet submitted, 400 for a form that does not validate,
+    429 while throttled, 401 for a wrong code."""
+    if not form.validate_on_submit():
+        return False, None, 400 if form.is_submitted() else 200, {}
+    wait = _second_factor_wait(account)
+    if wait:
+        flash(TOO_MANY_CODES.format(minutes=_minutes(wait)), "error")
+        return False, None, 429, {"Retry-After": str(wait)}
+    try:
+        result = check(account, form.code.data)
+    except totp.TwoFactorError as exc:
+        _second_factor_failed(account, form, str(exc))
+        return False, None, 401, {}
+    _second_factor_passed(account)
+    return True, result, 200, {}
+
+
 @bp.route("/auth/2fa/setup", methods=["GET", "POST"])
 @login_required
 def two_factor_setup():
@@ -326,26 +345,13 @@ def two_factor_setup():
     if account.has_second_factor:
         return redirect(url_for("auth.two_factor_verify", next=next_page))
     form = SecondFactorForm()
-    status = 400 if form.is_submitted() else 200
-    headers = {}
-    if form.validate_on_submit():
-        wait = _second_factor_wait(account)
-        if wait:
-            flash(TOO_MANY_CODES.format(minutes=_minutes(wait)), "error")
-            status, headers = 429, {"Retry-After": str(wait)}
-        else:
-            try:
-                codes = totp.confirm_enrolment(account, form.code.data)
-            except totp.TwoFactorError as exc:
-                _second_factor_failed(account, form, str(exc))
-                status = 401
-            else:
-                _second_factor_passed(account)
-                return render_template(
-                    "auth/2fa_recovery_codes.html",
-                    codes=codes,
-                    next_page=next_page or url_for("admin.index"),
-                )
+    passed, codes, status, headers = _try_code(account, form, totp.confirm_enrolment)
+    if passed:
+        return render_template(
+            "auth/2fa_recovery_codes.html",
+            codes=codes,
+            next_page=next_page or url_for("admin.index"),
+        )
     secret = totp.pending_secret(account)
     db.session.commit()
     qr_code = totp.qr_code_data_uri(totp.provisioning_uri(account, secret))
@@ -370,29 +376,16 @@ def two_factor_verify():
     if two_factor.is_fresh(account):
         return _after_second_factor(account, next_page)
     form = SecondFactorForm()
-    status = 400 if form.is_submitted() else 200
-    headers = {}
-    if form.validate_on_submit():
-        wait = _second_factor_wait(account)
-        if wait:
-            flash(TOO_MANY_CODES.format(minutes=_minutes(wait)), "error")
-            status, headers = 429, {"Retry-After": str(wait)}
-        else:
-            try:
-                kind = totp.verify(account, form.code.data)
-            except totp.TwoFactorError as exc:
-                _second_factor_failed(account, form, str(exc))
-                status = 401
-            else:
-                _second_factor_passed(account)
-                if kind == "recovery":
-                    left = totp.recovery_codes_left(account)
-                    flash(
-                        f"You used a recovery code: {left} left. If your phone is lost, ask "
-                        "the operator to reset your second factor and set it up again.",
-                        "info",
-                    )
-                return _after_second_factor(account, next_page)
+    passed, kind, status, headers = _try_code(account, form, totp.verify)
+    if passed:
+        if kind == "recovery":
+            left = totp.recovery_codes_left(account)
+            flash(
+                f"You used a recovery code: {left} left. If your phone is lost, ask "
+                "the operator to reset your second factor and set it up again.",
+                "info",
+            )
+        return _after_second_factor(account, next_page)
     # The session verified this account before: it was idle, not signed out.
     idle = session.get(two_factor.SECOND_FACTOR_FOR) == account.get_id()
     return (
