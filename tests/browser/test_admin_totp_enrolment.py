@@ -43,6 +43,8 @@ def test_item8_an_admin_enrols_in_chromium_and_reaches_the_admin_area(
     codes = page.locator("#recovery-codes").inner_text().split()
     assert len(codes) == 10 and len(set(codes)) == 10
     page.get_by_role("button", name="I have saved them: continue").click()
+    expect(page).to_have_url(re.compile(r"/admin/$"))  # the money overview
+    page.locator("#admin-nav").get_by_role("link", name="Accounts").click()
     expect(page).to_have_url(re.compile(r"/admin/accounts$"))
     expect(page.get_by_role("main")).to_contain_text("bob@example.com")
 

@@ -174,6 +174,9 @@ def test_pricing_filters_narrow_the_rows(app, catalog, page):
         page.get_by_label("Search models").fill("mini")
     with page.expect_response(_is_pricing_fragment):
         page.get_by_label("Provider").select_option("")
+    # The response has come; its rows are in once htmx has swapped them and pushed the URL.
+    expect(page).not_to_have_url(re.compile(r"provider=anthropic"))
+    expect(page.locator("#pricing-results tbody th[scope=row] code").first).to_be_visible()
     minis = _model_ids(page)
     assert minis and all("mini" in m for m in minis)
     assert any(m.startswith("gpt-") for m in minis) and any(m.startswith("grok-") for m in minis)

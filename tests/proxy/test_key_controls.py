@@ -159,7 +159,7 @@ def every_dialect(server, key: str) -> dict:
         "count_tokens": lambda: ant.messages.count_tokens(
             model="claude-haiku-4-5", messages=PROMPT
         ),
-        "gemini": lambda: gem.models.generate_content(model="gemini-2.5-flash", contents="hi"),
+        "gemini": lambda: gem.models.generate_content(model="gemini-3.5-flash-lite", contents="hi"),
     }
     outcomes = {}
     for name, call in calls.items():
