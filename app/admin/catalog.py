@@ -24,6 +24,7 @@ from app.models.catalog import PRICE_CLASSES
 from app.services import catalog as catalog_service
 from app.services.money import nanos_to_credits
 from app.services.pricing import sell_price
+from app.web_helpers import is_fragment_request
 
 CLASS_LABELS = {
     "input": "Input",
@@ -106,10 +107,6 @@ def catalog_helpers() -> dict:
     }
 
 
-def _is_fragment_request() -> bool:
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
 @bp.get("/catalog")
 def catalog():
     editing = request.args.get("edit", type=int)
@@ -143,7 +140,7 @@ def _model_rows(model: CatalogModel, *, expanded: bool, status: int = 200, **ext
 def catalog_model_edit(model_pk: int):
     """A model's rows with its forms open (HTMX); without JavaScript, the page opened at it."""
     model = _model_or_404(model_pk, lock=False)
-    if not _is_fragment_request():
+    if not is_fragment_request():
         return redirect(
             url_for("admin.catalog", edit=model.id, _anchor=f"catalog-model-{model.id}")
         )
@@ -154,7 +151,7 @@ def catalog_model_edit(model_pk: int):
 def catalog_model_row(model_pk: int):
     """A model's summary row alone (closing its forms)."""
     model = _model_or_404(model_pk, lock=False)
-    if not _is_fragment_request():
+    if not is_fragment_request():
         return redirect(url_for("admin.catalog", _anchor=f"catalog-model-{model.id}"))
     return _model_rows(model, expanded=False)
 
@@ -163,7 +160,7 @@ def _answer(model: CatalogModel, status: int, message: str | None = None, failed
     """The model's rows, forms open (HTMX); else a redirect with a flash to the page opened at the
     model, or that page with the refused form and its errors."""
     category = "success" if status == 200 else "error"
-    if _is_fragment_request():
+    if is_fragment_request():
         notice = (category, message) if message else None
         return _model_rows(model, expanded=True, status=status, failed=failed, notice=notice)
     if message:

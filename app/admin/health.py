@@ -24,6 +24,7 @@ from app.admin import bp
 from app.extensions import db
 from app.models import UsageRecord
 from app.models.types import utcnow
+from app.web_helpers import is_fragment_request
 
 WINDOWS = {"hour": ("Last hour", timedelta(hours=1)), "day": ("Last 24 hours", timedelta(days=1))}
 # "Failing now": over the last RECENT, at least FAILING_MIN_REQUESTS requests and at least
@@ -226,6 +227,6 @@ def health():
         "refresh_seconds": REFRESH_SECONDS,
         "generated_at": utcnow(),
     }
-    if bool(request.htmx) and not request.htmx.history_restore_request:
+    if is_fragment_request():
         return render_template("admin/partials/health_table.html", **context)
     return render_template("admin/health.html", **context)

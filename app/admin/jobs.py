@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 from rq import Queue, Worker, cron_job_registry, cron_scheduler_registry
 from rq.cron import CronJob, CronScheduler, get_cron_job_history_key
@@ -35,6 +35,7 @@ from app.admin import bp
 from app.extensions import db, get_redis
 from app.services.audit import record_audit
 from app.tasks import QUEUES
+from app.web_helpers import is_fragment_request
 
 # The scheduler beats at every pass of its loop, and a pass sleeps at most 60 seconds (less when
 # a job is due sooner): a beat older than this means it is not running.
@@ -341,10 +342,6 @@ def _shorten(text: str) -> str:
 # --- views -----------------------------------------------------------------------------------
 
 
-def _is_fragment_request() -> bool:
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
 def _status_context() -> dict:
     redis = get_redis()
     return {
@@ -362,13 +359,13 @@ def _failed_context(**extra) -> dict:
 @bp.get("/jobs")
 def jobs():
     """The page; its status part (scheduler, queues, workers) alone when HTMX polls for it."""
-    if _is_fragment_request():
+    if is_fragment_request():
         return render_template("admin/partials/jobs_status.html", **_status_context())
     return render_template("admin/jobs.html", **_status_context(), **_failed_context())
 
 
 def _retry_answer(message: str, category: str, status: int):
-    if _is_fragment_request():
+    if is_fragment_request():
         # The queue counts change with the failed list: swapped in too, out of band.
         failed = render_template(
             "admin/partials/jobs_failed.html", **_failed_context(notice=(category, message))

@@ -20,6 +20,7 @@ from app.services import activity as activity_service
 from app.services import alerts
 from app.services.money import nanos_to_credits
 from app.services.payments import display_dollars
+from app.web_helpers import is_fragment_request
 
 
 class LowBalanceAlertForm(FlaskForm):
@@ -56,7 +57,7 @@ def activity():
     read_one_snapshot()
     page = activity_service.activity_page(account_id, before)
     context = {"page": page, "before": before, "dollars": display_dollars}
-    if request.htmx and not request.htmx.history_restore_request:
+    if is_fragment_request():
         return render_template("portal/partials/activity_rows.html", **context)
     return render_template("portal/activity.html", **context)
 

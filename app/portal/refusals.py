@@ -16,6 +16,7 @@ from app.models import ApiKey
 from app.models.types import utcnow
 from app.portal import bp
 from app.proxy.refusals import COUNT_DAYS, REFUSALS_KEPT, refusals_of
+from app.web_helpers import is_fragment_request
 
 log = logging.getLogger("onekey.portal")
 
@@ -81,6 +82,6 @@ def refusals():
             status = 503
         else:
             context.update(refused=refused, rows=_rows(refused.recent))
-    if request.htmx and not request.htmx.history_restore_request:
+    if is_fragment_request():
         return render_template("portal/partials/refusals.html", **context), status
     return render_template("portal/refusals.html", **context), status

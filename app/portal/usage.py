@@ -23,6 +23,7 @@ from app.portal import bp
 from app.portal.views import _account_keys
 from app.services import usage_stats
 from app.services.money import nanos_to_credits
+from app.web_helpers import is_fragment_request
 
 PAGE_SIZE = 50
 RANGES = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Custom"}
@@ -175,7 +176,7 @@ def usage():
     keys = _account_keys()
     key_names = {key.id: key.name for key in keys}
     filters = read_filters(set(key_names))
-    fragment = request.htmx and not request.htmx.history_restore_request
+    fragment = is_fragment_request()
     log_only = fragment and request.htmx.target == "usage-table"
     context = {
         "filters": filters,
@@ -324,6 +325,6 @@ def usage_detail(record_id: int):
         "explained": STATUS_EXPLAINED.get(record.status, ""),
         "back_url": url_for("portal.usage"),
     }
-    if request.htmx and not request.htmx.history_restore_request:
+    if is_fragment_request():
         return render_template("portal/partials/usage_detail.html", **context)
     return render_template("portal/usage_detail.html", **context)

@@ -13,6 +13,7 @@ from app.proxy.errors import ANTHROPIC, GOOGLE, OPENAI
 from app.public import bp, docs
 from app.services.catalog import enabled_models, price_table
 from app.services.terms import SUPPORT_EMAIL_MARKER, load_terms
+from app.web_helpers import is_fragment_request
 
 PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google", "xai": "xAI"}
 SEARCH_MAX = 100
@@ -38,7 +39,7 @@ def pricing():
         "providers": PROVIDER_NAMES,
         "margin_bps": current_app.config["MARGIN_BPS"],
     }
-    if request.htmx and not request.htmx.history_restore_request:
+    if is_fragment_request():
         return render_template("public/partials/pricing_rows.html", **context)
     return render_template("public/pricing.html", **context)
 
