@@ -15,8 +15,7 @@ from app.services import accounts as account_service
 from app.services import payments as payment_service
 from app.services.payments import display_dollars
 from app.tasks import stripe_events as stripe_tasks
-from app.web_helpers import is_fragment_request as _is_fragment_request
-from app.web_helpers import page_number, paginate, render_page_or_fragment
+from app.web_helpers import is_fragment_request, page_number, paginate, render_page_or_fragment
 
 PAGE_SIZE = 50
 FLAGGED_LIMIT = 200
@@ -87,7 +86,7 @@ def webhooks():
 
 
 def _webhook_answer(event: StripeEvent, message: str, category: str, status: int = 200):
-    if _is_fragment_request():
+    if is_fragment_request():
         return render_template(
             "admin/partials/webhook_row.html", event=event, notice=(category, message)
         ), status
@@ -153,7 +152,7 @@ def flagged():
 
 
 def _clear_flag_answer(account: Account, form: ReasonForm, status: int, message: str | None):
-    if _is_fragment_request():
+    if is_fragment_request():
         return render_template(
             "admin/partials/flagged_account_row.html",
             account=account,
@@ -238,7 +237,7 @@ def run_reconciliation():
 
 
 def _run_answer(message: str, category: str, status: int):
-    if _is_fragment_request():
+    if is_fragment_request():
         return render_template(
             "admin/partials/reconciliation_runs.html",
             **_reconciliation_context(notice=message, notice_category=category),
