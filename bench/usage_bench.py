@@ -70,6 +70,7 @@ COLUMNS = (
     "output_tokens",
     "reasoning_tokens",
     "cost",
+    "list_cost",
     "prices_applied",
     "latency_ms",
     "time_to_first_token_ms",
@@ -103,6 +104,9 @@ def records(account_id: int, key_ids: list[int], count: int, start: datetime, en
         cost = (
             input_tokens * 165_000_000 + cached * 82_500_000 + output_tokens * 660_000_000
         ) // 10**6
+        list_cost = (
+            input_tokens * 150_000_000 + cached * 75_000_000 + output_tokens * 600_000_000
+        ) // 10**6
         yield (
             account_id,
             key_ids[n % len(key_ids)],
@@ -119,6 +123,7 @@ def records(account_id: int, key_ids: list[int], count: int, start: datetime, en
             output_tokens,
             output_tokens // 10 if model.startswith("grok") else 0,
             cost,
+            list_cost,
             PRICES,
             rng.randrange(200, 9_000),
             rng.randrange(100, 2_000) if n % 3 == 0 else None,

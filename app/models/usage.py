@@ -51,6 +51,10 @@ class UsageRecord(db.Model):
     output_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     cost_nanocredits: Mapped[int] = mapped_column("cost", BigInteger, nullable=False, default=0)
+    # What the provider charges for it at its list prices of the moment (the margin's other
+    # side), by the cost's rules. None: not known (a record older than migration 0014 whose
+    # model's prices at its tier were gone by then).
+    list_cost_nanocredits: Mapped[int | None] = mapped_column("list_cost", BigInteger)
     # The sell prices (nanocredits per 1M tokens, by class) the cost was computed with.
     prices_applied: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     # How an "estimated" record's counts were made (bytes sent and delivered, images, rules);

@@ -52,6 +52,11 @@ class UsageDailyRollup(db.Model):
     output_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False)
     cost_nanocredits: Mapped[int] = mapped_column("cost", BigInteger, nullable=False)
+    # Σ the records' list_cost; `list_unpriced` counts the records whose list cost is not known.
+    list_cost_nanocredits: Mapped[int] = mapped_column(
+        "list_cost", BigInteger, nullable=False, server_default="0"
+    )
+    list_unpriced: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
 
 class UsageRollupState(db.Model):

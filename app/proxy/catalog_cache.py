@@ -19,7 +19,7 @@ from app.proxy.metering import PricedModel
 MODEL_SQL = text(
     """
 SELECT m.id, m.version, m.provider, m.name, m.context_length, m.max_output_tokens,
-       p.tier_threshold_tokens, p.token_class, p.sell_price
+       p.tier_threshold_tokens, p.token_class, p.sell_price, p.list_price
 FROM catalog_models m JOIN model_prices p ON p.model_pk = m.id
 WHERE m.model_id = :model_id AND m.enabled
 """
@@ -48,8 +48,10 @@ def cached_model(model_id: str) -> CachedModel | None:
         return None
     pk, version, provider, name, context_length, max_output = rows[0][:6]
     tiers: dict[int, dict[str, int]] = {}
+    list_tiers: dict[int, dict[str, int]] = {}
     for row in rows:
         tiers.setdefault(row.tier_threshold_tokens, {})[row.token_class] = row.sell_price
+        list_tiers.setdefault(row.tier_threshold_tokens, {})[row.token_class] = row.list_price
     cached = CachedModel(
         pk=pk,
         version=version,
@@ -60,6 +62,7 @@ def cached_model(model_id: str) -> CachedModel | None:
             context_length=context_length,
             max_output_tokens=max_output,
             tiers=tiers,
+            list_tiers=list_tiers,
         ),
     )
     with _lock:

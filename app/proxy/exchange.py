@@ -10,7 +10,7 @@ from flask import Flask
 
 from app import metrics
 from app.proxy import limits
-from app.proxy.metering import InputSize, PricedModel, cost_of
+from app.proxy.metering import InputSize, PricedModel, cost_of, list_cost_of
 from app.proxy.relay import Relay
 from app.services.usage import record_usage, settlement_usage
 from app.tasks.billing import enqueue_settlement
@@ -84,6 +84,7 @@ def settle(app: Flask, exchange: Exchange, relay: Relay | None, status: str) -> 
         "output_tokens": usage.output,
         "reasoning_tokens": usage.reasoning,
         "cost_nanocredits": cost,
+        "list_cost": list_cost_of(exchange.model, usage),
         "prices_applied": prices,
         "latency_ms": int(elapsed * 1000),
         "time_to_first_token_ms": int(ttft * 1000) if ttft is not None else None,

@@ -102,7 +102,8 @@ class Usage:
 
 @dataclass(frozen=True)
 class PricedModel:
-    """A catalogue model with its sell prices, detached from the database session."""
+    """A catalogue model with its sell prices and the provider's list prices (same tiers),
+    detached from the database session; `list_tiers` empty when the list prices are unknown."""
 
     provider: str
     model_id: str
@@ -110,6 +111,7 @@ class PricedModel:
     context_length: int
     max_output_tokens: int
     tiers: dict[int, dict[str, int]] = field(hash=False)
+    list_tiers: dict[int, dict[str, int]] = field(default_factory=dict, hash=False)
 
     def prices_for(self, prompt_tokens: int) -> tuple[int, dict[str, int]]:
         threshold = tier_for_prompt(list(self.tiers), prompt_tokens)
@@ -131,11 +133,27 @@ def cost_of(model: PricedModel, usage: Usage) -> tuple[int, dict[str, int]]:
     catalogue entry bills none) is charged at the model's input price.
     """
     threshold, prices = model.prices_for(usage.prompt_tokens)
+    applied = _every_class(prices)
+    cost = request_cost(applied, usage.billed())
+    return cost, {"tier": threshold, **applied}
+
+
+def list_cost_of(model: PricedModel, usage: Usage) -> int | None:
+    """What the provider charges for the request at its list prices, by the same rules as the
+    cost (the tier the prompt reached; a class without a price at the input price): the margin's
+    other side. None when the model's list prices are unknown."""
+    threshold, _ = model.prices_for(usage.prompt_tokens)
+    prices = model.list_tiers.get(threshold)
+    if not prices or "input" not in prices:
+        return None
+    return request_cost(_every_class(prices), usage.billed())
+
+
+def _every_class(prices: dict[str, int]) -> dict[str, int]:
     applied = dict(prices)
     for token_class in BILLED_CLASSES:
         applied.setdefault(token_class, prices["input"])
-    cost = request_cost(applied, usage.billed())
-    return cost, {"tier": threshold, **applied}
+    return applied
 
 
 def delivered_json_bytes(value: object) -> int:

@@ -443,6 +443,7 @@ USAGE_COLUMNS = (
     "output_tokens",
     "reasoning_tokens",
     "cost",
+    "list_cost",
     "prices_applied",
     "latency_ms",
     "time_to_first_token_ms",
@@ -458,6 +459,7 @@ USAGE_DEFAULTS = {
     "cache_write_1h_tokens": 0,
     "output_tokens": 0,
     "reasoning_tokens": 0,
+    "list_cost": None,
     "prices_applied": {},
     "latency_ms": None,
     "time_to_first_token_ms": None,
@@ -538,7 +540,7 @@ WITH claimed AS MATERIALIZED (
     INSERT INTO usage_records (account_id, api_key_id, hold_id, request_id, provider, model_id, route, status,
                                streamed, input_tokens, cache_read_tokens, cache_write_5m_tokens,
                                cache_write_1h_tokens, output_tokens, reasoning_tokens, cost,
-                               prices_applied, latency_ms, time_to_first_token_ms,
+                               list_cost, prices_applied, latency_ms, time_to_first_token_ms,
                                estimate_basis, created_at)
     SELECT h.account_id, h.api_key_id, CAST(:hold_id AS bigint), CAST(:u_request_id AS text),
            CAST(:u_provider AS text), CAST(:u_model_id AS text), CAST(:u_route AS text),
@@ -546,7 +548,8 @@ WITH claimed AS MATERIALIZED (
            CAST(:u_input_tokens AS integer), CAST(:u_cache_read_tokens AS integer),
            CAST(:u_cache_write_5m_tokens AS integer), CAST(:u_cache_write_1h_tokens AS integer),
            CAST(:u_output_tokens AS integer), CAST(:u_reasoning_tokens AS integer),
-           CAST(:u_cost AS bigint), CAST(:u_prices_applied AS json),
+           CAST(:u_cost AS bigint), CAST(:u_list_cost AS bigint),
+           CAST(:u_prices_applied AS json),
            CAST(:u_latency_ms AS integer), CAST(:u_time_to_first_token_ms AS integer),
            CAST(:u_estimate_basis AS json), CAST(:u_created_at AS timestamp)
     FROM h WHERE CAST(:record AS boolean)
@@ -580,11 +583,11 @@ SQLITE_USAGE = text(
 INSERT INTO usage_records (account_id, api_key_id, hold_id, request_id, provider, model_id, route,
                            status, streamed, input_tokens, cache_read_tokens,
                            cache_write_5m_tokens, cache_write_1h_tokens, output_tokens,
-                           reasoning_tokens, cost, prices_applied, latency_ms,
+                           reasoning_tokens, cost, list_cost, prices_applied, latency_ms,
                            time_to_first_token_ms, estimate_basis, created_at)
 VALUES (:account_id, :api_key_id, :hold_id, :u_request_id, :u_provider, :u_model_id, :u_route,
         :u_status, :u_streamed, :u_input_tokens, :u_cache_read_tokens, :u_cache_write_5m_tokens,
-        :u_cache_write_1h_tokens, :u_output_tokens, :u_reasoning_tokens, :u_cost,
+        :u_cache_write_1h_tokens, :u_output_tokens, :u_reasoning_tokens, :u_cost, :u_list_cost,
         :u_prices_applied, :u_latency_ms, :u_time_to_first_token_ms, :u_estimate_basis,
         :u_created_at)
 """

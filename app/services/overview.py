@@ -4,9 +4,11 @@ earned over what the providers charge for it, per UTC day.
 Money moved is read from the ledger (entries of a kind in a time range, from the index on
 (kind, created_at, amount) alone); usage from the daily rollups plus the raw records above their
 watermark, as the usage page reads it (usage_stats, every account at once). Provider cost is the
-token sums of each (day, model) times the model's current base-tier list prices: the records keep
-the sell prices they were charged at, not the list prices of the day, and the rollups keep no
-tier, so the page says so.
+sum of each request's list cost, recorded at settlement from the provider's list prices of the
+moment by the cost's own rules (the tier the prompt reached), so a price change or a
+long-context request is costed as the provider billed it. Records from before migration 0014
+carry the list prices of that migration; the few without any (their model's prices gone) are
+counted, per model, and the page says so.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Account, CatalogModel, LedgerEntry, ModelPrice
+from app.models import Account, LedgerEntry
 from app.services import usage_stats
-from app.services.money import div_half_up
 from app.services.usage_rollups import day_start, utc_day
 
 # Ledger kind -> the overview's figure; refunds and disputes are shown as the credit that left
@@ -32,8 +33,6 @@ MONEY_KINDS = {
 }
 OUTGOING = ("refund", "dispute")
 FIGURES = (*MONEY_KINDS.values(), "revenue", "list_cost")
-# Catalogue price class -> the records' token column.
-CLASS_COLUMNS = usage_stats.BILLED_COLUMNS
 ACCOUNTS_LISTED = 200
 
 
@@ -47,7 +46,8 @@ class Overview:
     # Figure name -> nanocredits per day of `days`.
     daily: dict[str, list[int]]
     requests: int = 0
-    unpriced_models: list[str] = field(default_factory=list)
+    # Model -> requests of the range without a known list cost (not in the provider cost).
+    unpriced: dict[str, int] = field(default_factory=dict)
 
     def total(self, figure: str) -> int:
         return sum(self.daily[figure])
@@ -83,28 +83,6 @@ def _as_date(value) -> date:
     return value if isinstance(value, date) else date.fromisoformat(value)
 
 
-def base_list_prices() -> dict[str, dict[str, int]]:
-    """Each catalogued model's current base-tier list price per class (nanocredits per million)."""
-    prices: dict[str, dict[str, int]] = {}
-    rows = db.session.execute(
-        select(CatalogModel.model_id, ModelPrice.token_class, ModelPrice.list_price_nanos_per_mtok)
-        .join(ModelPrice, ModelPrice.model_pk == CatalogModel.id)
-        .where(ModelPrice.tier_threshold_tokens == 0)
-    ).all()
-    for model_id, token_class, price in rows:
-        prices.setdefault(model_id, {})[token_class] = price
-    return prices
-
-
-def list_cost(tokens: usage_stats.Totals, prices: dict[str, int]) -> int:
-    """The tokens at these list prices, rounded half-up once to nanocredits."""
-    numerator = sum(
-        getattr(tokens, column) * prices.get(token_class, 0)
-        for token_class, column in CLASS_COLUMNS.items()
-    )
-    return div_half_up(numerator, 10**6)
-
-
 def outstanding() -> tuple[int, int]:
     """(Σ balances, Σ held) of every account now, in nanocredits."""
     liability, held = db.session.execute(
@@ -125,17 +103,15 @@ def overview(first_day: date, last_day: date) -> Overview:
     daily = money_daily(first_day, last_day, days)
     daily["revenue"] = [0] * len(days)
     daily["list_cost"] = [0] * len(days)
-    prices = base_list_prices()
-    unpriced: set[str] = set()
+    unpriced: dict[str, int] = {}
     requests = 0
     for (day, model), sums in usage_stats.by_day_and_model(scope).items():
         n = index[day]
         requests += sums.requests
         daily["revenue"][n] += sums.cost_nanocredits
-        if model in prices:
-            daily["list_cost"][n] += list_cost(sums, prices[model])
-        else:
-            unpriced.add(model)
+        daily["list_cost"][n] += sums.list_cost_nanocredits
+        if sums.list_unpriced:
+            unpriced[model] = unpriced.get(model, 0) + sums.list_unpriced
     return Overview(
         first_day=first_day,
         last_day=last_day,
@@ -144,7 +120,7 @@ def overview(first_day: date, last_day: date) -> Overview:
         held=held,
         daily=daily,
         requests=requests,
-        unpriced_models=sorted(unpriced),
+        unpriced=dict(sorted(unpriced.items())),
     )
 
 

@@ -47,6 +47,9 @@ SUMMED = (
     "cost",
 )
 GROUP = ("account_id", "day", "api_key_id", "provider", "model_id", "status")
+# Rollup columns of the records' list cost: its sum, and how many records have none.
+LIST_COST = ("list_cost", "list_unpriced")
+ADDED = ("requests", *SUMMED, *LIST_COST)
 
 
 def utc_day(column):
@@ -81,6 +84,8 @@ def _aggregate(where) -> Select:
             records.c.status,
             func.count(),
             *(func.sum(records.c[name]) for name in SUMMED),
+            func.coalesce(func.sum(records.c.list_cost), 0),
+            func.count() - func.count(records.c.list_cost),
         )
         .where(*where)
         .group_by(records.c.account_id, day, key, records.c.provider, records.c.model_id)
@@ -96,10 +101,10 @@ def _insert(table):
 
 def _add_to_rollups(where) -> None:
     """Add the records matching `where` to the rollups (an upsert that sums into each group)."""
-    statement = _insert(rollups).from_select([*GROUP, "requests", *SUMMED], _aggregate(where))
+    statement = _insert(rollups).from_select([*GROUP, *ADDED], _aggregate(where))
     statement = statement.on_conflict_do_update(
         index_elements=list(GROUP),
-        set_={name: rollups.c[name] + statement.excluded[name] for name in ("requests", *SUMMED)},
+        set_={name: rollups.c[name] + statement.excluded[name] for name in ADDED},
     )
     db.session.execute(statement)
 

@@ -143,6 +143,10 @@ class Totals:
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cost_nanocredits: int = 0
+    # At the provider's list prices (read by by_day_and_model only); `list_unpriced` counts the
+    # requests whose list cost is not known.
+    list_cost_nanocredits: int = 0
+    list_unpriced: int = 0
 
     @property
     def cache_write_tokens(self) -> int:
@@ -260,9 +264,9 @@ def daily(scope: UsageScope, stack: str = "model") -> Daily:
 
 
 def by_day_and_model(scope: UsageScope) -> dict[tuple[date, str], Totals]:
-    """Requests, tokens by class and cost per (UTC day, model) of the scope, exactly: what a
-    cost at other prices (the overview's provider cost at list price) is computed from."""
-    columns = ("requests", *TOKEN_COLUMNS, "cost")
+    """Requests, tokens by class, cost and list cost per (UTC day, model) of the scope, exactly:
+    the overview's revenue and provider cost."""
+    columns = ("requests", *TOKEN_COLUMNS, "cost", "list_cost", "list_unpriced")
     folded = (
         select(rollups.c.day, rollups.c.model_id, *(func.sum(rollups.c[name]) for name in columns))
         .where(*scope.rollup_where())
@@ -276,17 +280,25 @@ def by_day_and_model(scope: UsageScope) -> dict[tuple[date, str], Totals]:
                 day,
                 records.c.model_id,
                 func.count(),
-                *(func.sum(records.c[name]) for name in (*TOKEN_COLUMNS, "cost")),
+                *(func.sum(records.c[name]) for name in (*TOKEN_COLUMNS, "cost", "list_cost")),
+                func.count() - func.count(records.c.list_cost),
             )
             .where(*scope.unfolded_where(folded_through))
             .group_by(day, records.c.model_id)
         )
         return union_all(folded, unfolded)
 
+    names = (
+        "requests",
+        *TOKEN_COLUMNS,
+        "cost_nanocredits",
+        "list_cost_nanocredits",
+        "list_unpriced",
+    )
     result: dict[tuple[date, str], Totals] = {}
     for day, model, *sums in _consistent(build):
         group = result.setdefault((day, model), Totals())
-        for name, value in zip(("requests", *TOKEN_COLUMNS, "cost_nanocredits"), sums, strict=True):
+        for name, value in zip(names, sums, strict=True):
             setattr(group, name, getattr(group, name) + int(value or 0))
     return result
 

@@ -35,22 +35,28 @@ CLASSES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
 
 def sell_tiers(app, model_id: str) -> dict[int, dict[str, int]]:
     """The catalogue's list prices (base tier and long-context tier) as sell prices."""
-    entry = CATALOGUE[model_id]
     margin = app.config["MARGIN_BPS"]
+    return {
+        threshold: {name: sell_price(price, margin) for name, price in prices.items()}
+        for threshold, prices in list_tiers(model_id).items()
+    }
+
+
+def list_tiers(model_id: str) -> dict[int, dict[str, int]]:
+    """The catalogue's list prices (base tier and long-context tier), nanocredits per 1M."""
+    entry = CATALOGUE[model_id]
     tiers = {0: entry["prices"]}
     if entry.get("long_context"):
         tiers[int(entry["long_context"]["threshold_tokens"])] = entry["long_context"]["prices"]
-    sell = {
-        threshold: {
-            name: sell_price(usd_per_mtok_to_nanos(v["usd"]), margin) for name, v in prices.items()
-        }
+    listed = {
+        threshold: {name: usd_per_mtok_to_nanos(v["usd"]) for name, v in prices.items()}
         for threshold, prices in tiers.items()
     }
     # A class the catalogue lists no price for bills at the tier's input price.
-    for prices in sell.values():
+    for prices in listed.values():
         for name in CLASSES:
             prices.setdefault(name, prices["input"])
-    return sell
+    return listed
 
 
 def expected_cost(app, model_id: str, classes: dict[str, int], prompt_tokens: int):
@@ -58,6 +64,14 @@ def expected_cost(app, model_id: str, classes: dict[str, int], prompt_tokens: in
     tiers = sell_tiers(app, model_id)
     tier = tier_for_prompt(list(tiers), prompt_tokens)
     return request_cost(tiers[tier], {k: v for k, v in classes.items() if v}), tier
+
+
+def expected_list_cost(model_id: str, classes: dict[str, int], prompt_tokens: int) -> int:
+    """What the provider charges for these token counts at its list prices (the overview's
+    provider cost), at the tier the prompt reached."""
+    tiers = list_tiers(model_id)
+    tier = tier_for_prompt(list(tiers), prompt_tokens)
+    return request_cost(tiers[tier], {k: v for k, v in classes.items() if v})
 
 
 @dataclass
@@ -196,6 +210,9 @@ def assert_billed_exactly(app, record: UsageRecord, call, route: str) -> int:
     cost, tier = expected_cost(app, record.model_id, expected.classes, expected.prompt_tokens)
     assert record.cost_nanocredits == cost
     assert record.prices_applied["tier"] == tier
+    assert record.list_cost_nanocredits == expected_list_cost(
+        record.model_id, expected.classes, expected.prompt_tokens
+    )
     return cost
 
 
@@ -217,6 +234,9 @@ def assert_estimated(app, record: UsageRecord, delivered_text: str, prompt: str)
     classes = record_classes(record)
     cost, _ = expected_cost(app, record.model_id, classes, record.input_tokens)
     assert record.cost_nanocredits == cost > 0
+    assert record.list_cost_nanocredits == expected_list_cost(
+        record.model_id, classes, record.input_tokens
+    )
 
 
 # --- the official SDKs ---------------------------------------------------------------------------

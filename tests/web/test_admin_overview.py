@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from app.extensions import db
-from app.models import Account, CatalogModel, ModelPrice
+from app.models import Account
 from app.models.types import utcnow
 from app.services import usage_rollups
 from app.services.ledger import post_entry
@@ -23,35 +23,6 @@ from tests.web.usage_records import add_usage
 
 C = NANOS_PER_CREDIT
 TWO_FACTOR_SETUP = "/auth/2fa/setup"
-# model-a's base-tier list prices per million tokens; its long-prompt tier must not be used.
-LIST_A = {"input": 2 * C, "cache_read": C // 5, "cache_write_5m": 3 * C, "output": 8 * C}
-
-
-def _catalogue() -> None:
-    model = CatalogModel(
-        provider="openai", model_id="model-a", name="A", context_length=1000, max_output_tokens=100
-    )
-    db.session.add(model)
-    db.session.flush()
-    for token_class, price in LIST_A.items():
-        db.session.add(
-            ModelPrice(
-                model_pk=model.id,
-                tier_threshold_tokens=0,
-                token_class=token_class,
-                list_price_nanos_per_mtok=price,
-                sell_price_nanos_per_mtok=price * 2,
-            )
-        )
-        db.session.add(
-            ModelPrice(
-                model_pk=model.id,
-                tier_threshold_tokens=200_000,
-                token_class=token_class,
-                list_price_nanos_per_mtok=price * 10,
-                sell_price_nanos_per_mtok=price * 20,
-            )
-        )
 
 
 def _entry(account_id: int, kind: str, amount: int, at: datetime, key: str) -> None:
@@ -60,17 +31,6 @@ def _entry(account_id: int, kind: str, amount: int, at: datetime, key: str) -> N
     )
     entry.created_at = at
     db.session.flush()
-
-
-def _list_cost(**tokens) -> int:
-    """The tokens at model-a's base list prices, rounded half-up once (as the page must)."""
-    numerator = (
-        tokens.get("input_tokens", 0) * LIST_A["input"]
-        + tokens.get("cache_read_tokens", 0) * LIST_A["cache_read"]
-        + tokens.get("cache_write_5m_tokens", 0) * LIST_A["cache_write_5m"]
-        + tokens.get("output_tokens", 0) * LIST_A["output"]
-    )
-    return (numerator + 500_000) // 10**6
 
 
 @pytest.fixture
@@ -85,7 +45,6 @@ def seeded(app, make_account):
     earlier = midnight - timedelta(days=5) + timedelta(hours=3)
     this_morning = midnight + timedelta(seconds=1) if now - midnight > timedelta(minutes=5) else now
     with app.app_context():
-        _catalogue()
         # Money: purchases, grants, a refund, a lost dispute and one won back.
         _entry(alice, "purchase", 50 * C, earlier, "p1")
         _entry(bob, "purchase", 20 * C, this_morning, "p2")
@@ -102,19 +61,21 @@ def seeded(app, make_account):
         db.session.execute(
             update(Account).where(Account.id == bob).values(flagged_reason="negative balance")
         )
-        # Usage: folded first, then more above the watermark.
-        old_a = dict(input_tokens=300_001, cache_read_tokens=7, output_tokens=1_234)
-        add_usage(alice, model="model-a", cost=111_111, at=earlier, **old_a)
-        add_usage(bob, model="model-b", cost=5_000, at=earlier, input_tokens=99)
-        today_a = dict(input_tokens=1_000, cache_write_5m_tokens=33, output_tokens=3)
-        add_usage(bob, model="model-a", cost=222_222, at=this_morning, **today_a)
+        # Usage, with the list cost settlement recorded (tests/proxy/test_list_cost.py checks
+        # that figure): folded first, then more above the watermark. model-b's records have
+        # none (older than migration 0014, their prices gone): counted, not costed.
+        add_usage(alice, model="model-a", cost=111_111, list_cost_nanocredits=55_555, at=earlier)
+        add_usage(bob, model="model-b", cost=5_000, at=earlier)
+        add_usage(bob, model="model-a", cost=222_222, list_cost_nanocredits=99_999, at=this_morning)
         db.session.commit()
         while usage_rollups.fold_next_chunk(now + timedelta(hours=1), delay=timedelta(0)):
             db.session.commit()
         folded = usage_rollups.watermark()
-        above_a = dict(input_tokens=5, output_tokens=500_000)
-        above_id = add_usage(alice, model="model-a", cost=333_333, at=this_morning, **above_a)
-        add_usage(alice, model="model-a", cost=444, at=earlier, input_tokens=1, output_tokens=0)
+        above_id = add_usage(
+            alice, model="model-a", cost=333_333, list_cost_nanocredits=7, at=this_morning
+        )
+        add_usage(alice, model="model-a", cost=444, list_cost_nanocredits=400, at=earlier)
+        add_usage(alice, model="model-b", cost=1, at=earlier)
         db.session.commit()
         assert above_id > folded > 0
     return {
@@ -129,15 +90,15 @@ def seeded(app, make_account):
             "refunded": 7 * C,
             "disputed": -4 * C,
             "revenue": 222_222 + 333_333,
-            "list_cost": _list_cost(**today_a) + _list_cost(**above_a),
+            "list_cost": 99_999 + 7,
         },
         "earlier_figures": {
             "paid_in": 50 * C,
             "granted": 0,
             "refunded": 0,
             "disputed": 20 * C,
-            "revenue": 111_111 + 5_000 + 444,
-            "list_cost": _list_cost(**old_a) + _list_cost(input_tokens=1),
+            "revenue": 111_111 + 5_000 + 444 + 1,
+            "list_cost": 55_555 + 400,
         },
     }
 
@@ -159,8 +120,10 @@ def test_issue11_item1_overview_figures_are_exact_over_30_days(admin, seeded):
         ), name
     margin = sum(f["revenue"] - f["list_cost"] for f in (today, earlier))
     assert _figure(page, "margin") == display_credits(margin)
-    assert "current base-tier list prices" in page and "UTC" in page
-    assert "model-b" in page  # not in the catalogue: named as without a provider cost
+    assert "UTC" in page
+    unpriced = page[page.index('id="overview-unpriced"') :]
+    assert "model-b (2 requests)" in unpriced[: unpriced.index("</span>")]
+    assert "model-a (" not in unpriced
 
 
 def test_issue11_item1_today_range_and_chart_json_per_day(admin, seeded):
