@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,12 @@ from sqlalchemy.exc import OperationalError
 from app import metrics
 from app.extensions import db, get_queue
 from app.models import Account
-from app.models.types import utcnow
 from app.proxy import exchange as exchange_module
 from app.proxy import gateway
-from app.proxy.metering import InputSize, PricedModel, Usage
-from app.services.keys import create_key
-from app.services.ledger import grant_credits, place_hold
+from app.proxy.metering import Usage
 from tests.helpers import Browser
 from tests.proxy.conftest import LiveServer
+from tests.settlement import exchange_for, open_hold
 
 TOKEN = "metrics-token-for-the-tests-0123456789"
 CHAT = "/v1/chat/completions"
@@ -218,46 +215,11 @@ def test_issue11_item8_an_admin_session_reads_the_metrics_only_past_the_second_f
     assert halfway.get("/metrics").status_code == 404
 
 
-MODEL = PricedModel(
-    provider="openai",
-    model_id="gpt-4o-mini",
-    name="GPT-4o mini",
-    context_length=128_000,
-    max_output_tokens=16_384,
-    tiers={0: {"input": 165_000_000, "cache_read": 82_500_000, "output": 660_000_000}},
-)
-
-
-def open_hold(app, account_id: int) -> tuple[int, int]:
-    with app.app_context():
-        grant_credits(account_id, 1_000_000, note="t", idempotency_key=f"g{account_id}")
-        key, _ = create_key(db.session.get(Account, account_id), name="k")
-        hold = place_hold(
-            account_id=account_id,
-            api_key_id=key.id,
-            amount_nanocredits=50_000,
-            expires_at=utcnow() + timedelta(hours=1),
-        )
-        db.session.commit()
-        return hold.id, key.id
-
-
 def test_issue11_item6_a_settlement_the_database_refused_is_counted(app, make_account, monkeypatch):
     """As tests/unit/test_settlement.py makes the database fail at the moment of settling."""
     account_id = make_account("user@example.com")
     hold_id, key_id = open_hold(app, account_id)
-    exchange = gateway.Exchange(
-        dialect="openai",
-        route="chat.completions",
-        caller=gateway.Caller(key_id, account_id, None, None, "opaque"),
-        model=MODEL,
-        request_id="req-1",
-        hold_id=hold_id,
-        input_size=InputSize(300, 0, 1),
-        output_limit=50,
-        gateway_set_limit=False,
-        stream=False,
-    )
+    exchange = exchange_for(account_id, key_id, hold_id)
 
     class Relay:
         usage = Usage(input=10, output=20, prompt_tokens=10)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from rq import SimpleWorker
 from sqlalchemy import func, select
@@ -11,37 +9,12 @@ from sqlalchemy.exc import OperationalError
 
 from app.extensions import db, get_queue
 from app.models import Account, Hold, LedgerEntry, UsageRecord
-from app.models.types import utcnow
 from app.proxy import exchange as exchange_module
 from app.proxy import gateway
-from app.proxy.metering import InputSize, PricedModel, Usage
-from app.services.keys import create_key
-from app.services.ledger import check_invariants, grant_credits, place_hold
+from app.proxy.metering import Usage
+from app.services.ledger import check_invariants
 from app.services.usage import record_usage
-
-MODEL = PricedModel(
-    provider="openai",
-    model_id="gpt-4o-mini",
-    name="GPT-4o mini",
-    context_length=128_000,
-    max_output_tokens=16_384,
-    tiers={0: {"input": 165_000_000, "cache_read": 82_500_000, "output": 660_000_000}},
-)
-
-
-def open_hold(app, account_id: int, amount: int = 50_000) -> tuple[int, int]:
-    """(hold id, key id) for a hold placed through a key of the account."""
-    with app.app_context():
-        grant_credits(account_id, 1_000_000, note="t", idempotency_key=f"g{account_id}")
-        key, _ = create_key(db.session.get(Account, account_id), name="k")
-        hold = place_hold(
-            account_id=account_id,
-            api_key_id=key.id,
-            amount_nanocredits=amount,
-            expires_at=utcnow() + timedelta(hours=1),
-        )
-        db.session.commit()
-        return hold.id, key.id
+from tests.settlement import exchange_for, open_hold
 
 
 def values_for(account_id: int, key_id: int, hold_id: int, cost: int = 1234) -> dict:
@@ -83,19 +56,7 @@ def test_settlement_is_queued_when_the_database_fails_and_done_by_the_worker(
 ):
     account_id = make_account("user@example.com")
     hold_id, key_id = open_hold(app, account_id)
-    caller = gateway.Caller(key_id, account_id, None, None, "opaque")
-    exchange = gateway.Exchange(
-        dialect="openai",
-        route="chat.completions",
-        caller=caller,
-        model=MODEL,
-        request_id="req-1",
-        hold_id=hold_id,
-        input_size=InputSize(300, 0, 1),
-        output_limit=50,
-        gateway_set_limit=False,
-        stream=False,
-    )
+    exchange = exchange_for(account_id, key_id, hold_id)
 
     class Relay:
         usage = Usage(input=1000, output=2000, prompt_tokens=1000)
@@ -121,6 +82,7 @@ def test_settlement_is_queued_when_the_database_fails_and_done_by_the_worker(
         assert db.session.get(Hold, hold_id).status == "settled"
         record = db.session.scalar(select(UsageRecord))
         assert record.cost_nanocredits == 1_485_000
+        assert record.list_cost_nanocredits == 1_350_000  # at the list prices, 0.15 and 0.6
         account = db.session.get(Account, account_id)
         assert account.balance_nanocredits == 1_000_000 - 1_485_000
         assert account.flagged_reason == "negative balance"
@@ -137,18 +99,7 @@ def test_usage_record_statuses_are_the_documented_ones(status):
 def test_a_provider_error_before_anything_was_delivered_is_an_upstream_error(app, make_account):
     account_id = make_account("user@example.com")
     hold_id, key_id = open_hold(app, account_id)
-    exchange = gateway.Exchange(
-        dialect="openai",
-        route="chat.completions",
-        caller=gateway.Caller(key_id, account_id, None, None, "opaque"),
-        model=MODEL,
-        request_id="req-1",
-        hold_id=hold_id,
-        input_size=InputSize(300, 0, 1),
-        output_limit=50,
-        gateway_set_limit=False,
-        stream=True,
-    )
+    exchange = exchange_for(account_id, key_id, hold_id, stream=True)
 
     class Relay:  # the provider's in-stream error was the first thing it sent
         usage = None
