@@ -1,7 +1,8 @@
 """Metering: each provider's usage report normalised into billed token classes, and the cost.
 
 Provider usage is the truth (DESIGN.md, "Money"). The semantics differ by provider:
-- OpenAI: cached tokens are inside prompt_tokens; reasoning tokens are inside completion_tokens.
+- OpenAI: cached tokens and prompt-cache writes (cache_write_tokens, GPT-5.6 and later) are inside
+  prompt_tokens; writes bill in the cache_write_5m class. Reasoning is inside completion_tokens.
 - xAI: reasoning tokens are reported beside completion_tokens, not inside; both bill as output.
 - Anthropic: input_tokens excludes cache reads and writes, reported separately; output includes
   thinking. In streams, message_delta usage is cumulative and replaces message_start's.
@@ -175,13 +176,16 @@ def usage_from_openai(report: dict, *, reasoning_outside_completion: bool = Fals
     """Chat Completions usage. xAI reports reasoning beside completion_tokens."""
     prompt = _int(report.get("prompt_tokens"))
     completion = _int(report.get("completion_tokens"))
-    cached = _int((report.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    details = report.get("prompt_tokens_details") or {}
+    # Reads and writes are both inside prompt_tokens: clamp reads, then writes, to what is left.
+    cached = min(_int(details.get("cached_tokens")), prompt)
+    writes = min(_int(details.get("cache_write_tokens")), prompt - cached)
     reasoning = _int((report.get("completion_tokens_details") or {}).get("reasoning_tokens"))
     output = completion + reasoning if reasoning_outside_completion else completion
-    cached = min(cached, prompt)
     return Usage(
-        input=prompt - cached,
+        input=prompt - cached - writes,
         cache_read=cached,
+        cache_write_5m=writes,
         output=output,
         reasoning=reasoning,
         prompt_tokens=prompt,
@@ -189,13 +193,17 @@ def usage_from_openai(report: dict, *, reasoning_outside_completion: bool = Fals
 
 
 def usage_from_responses(report: dict) -> Usage:
-    """Responses API usage: cached inside input_tokens, reasoning inside output_tokens."""
+    """Responses API usage: cache reads and writes inside input_tokens, reasoning inside
+    output_tokens."""
     prompt = _int(report.get("input_tokens"))
-    cached = min(_int((report.get("input_tokens_details") or {}).get("cached_tokens")), prompt)
+    details = report.get("input_tokens_details") or {}
+    cached = min(_int(details.get("cached_tokens")), prompt)
+    writes = min(_int(details.get("cache_write_tokens")), prompt - cached)
     reasoning = _int((report.get("output_tokens_details") or {}).get("reasoning_tokens"))
     return Usage(
-        input=prompt - cached,
+        input=prompt - cached - writes,
         cache_read=cached,
+        cache_write_5m=writes,
         output=_int(report.get("output_tokens")),
         reasoning=reasoning,
         prompt_tokens=prompt,

@@ -185,9 +185,15 @@ def _first_responses_tool(body: dict) -> tuple[str, dict] | None:
 # Usage in each provider's semantics
 
 
-def chat_usage(provider: str, prompt: int, cached: int, output: int, reasoning: int) -> dict:
-    """prompt = uncached input; `cached` is added on top (and reported inside prompt_tokens)."""
-    prompt_tokens = prompt + cached
+def chat_usage(
+    provider: str, prompt: int, cached: int, output: int, reasoning: int, writes: int = 0
+) -> dict:
+    """prompt = uncached input; `cached` is added on top (and reported inside prompt_tokens), and
+    so are OpenAI's prompt-cache `writes` (`cache_write_tokens`, reported only when there are
+    some; xAI reports none)."""
+    if provider == "xai":
+        writes = 0
+    prompt_tokens = prompt + cached + writes
     if provider == "xai":
         # xAI: reasoning tokens are NOT inside completion_tokens, but are inside total_tokens
         return {
@@ -209,11 +215,14 @@ def chat_usage(provider: str, prompt: int, cached: int, output: int, reasoning: 
             "num_sources_used": 0,
         }
     completion = output + reasoning  # OpenAI: reasoning inside completion_tokens
+    details = {"cached_tokens": cached, "audio_tokens": 0}
+    if writes:
+        details["cache_write_tokens"] = writes
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": prompt_tokens + completion,
-        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "prompt_tokens_details": details,
         "completion_tokens_details": {
             "reasoning_tokens": reasoning,
             "audio_tokens": 0,
@@ -223,12 +232,16 @@ def chat_usage(provider: str, prompt: int, cached: int, output: int, reasoning: 
     }
 
 
-def responses_usage(prompt: int, cached: int, output: int, reasoning: int) -> dict:
-    input_tokens = prompt + cached
+def responses_usage(prompt: int, cached: int, output: int, reasoning: int, writes: int = 0) -> dict:
+    """Cache reads and writes both inside input_tokens; `cache_write_tokens` only when some."""
+    input_tokens = prompt + cached + writes
     output_tokens = output + reasoning
+    details = {"cached_tokens": cached}
+    if writes:
+        details["cache_write_tokens"] = writes
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": details,
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": input_tokens + output_tokens,
@@ -273,7 +286,9 @@ def chat_completions(ctx: Ctx) -> Reply:
     if stream:
         chunks = fault_chunk_count(chunks, d)
     finish = "tool_calls" if tool else ("length" if cut else "stop")
-    usage = chat_usage(provider, prompt, d.cached, 2 * chunks * choices_n, reasoning)
+    usage = chat_usage(
+        provider, prompt, d.cached, 2 * chunks * choices_n, reasoning, writes=d.cache_write
+    )
     cid = new_id("chatcmpl-", 28)
     created = int(time.time())
     headers = [("x-request-id", new_id("req_", 32))]
@@ -408,7 +423,8 @@ def responses(ctx: Ctx) -> Reply:
         )
     if stream:
         chunks = fault_chunk_count(chunks, d)
-    usage = responses_usage(prompt, d.cached, 2 * chunks, reasoning)
+    writes = d.cache_write if ctx.provider == "openai" else 0  # xAI reports no cache writes
+    usage = responses_usage(prompt, d.cached, 2 * chunks, reasoning, writes=writes)
     rid = new_id("resp_", 48)
     created = int(time.time())
     headers = [("x-request-id", new_id("req_", 32))]

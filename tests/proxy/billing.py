@@ -35,18 +35,29 @@ def billed_classes(provider: str, route: str, usage: dict) -> tuple[dict[str, in
             "output": usage.get("candidatesTokenCount", 0) + usage.get("thoughtsTokenCount", 0),
         }
         return classes, prompt
+    # OpenAI's cache reads and writes are both inside the prompt count.
     if route == "responses":
-        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens", 0)
+        details = usage.get("input_tokens_details") or {}
+        cached = details.get("cached_tokens", 0)
+        writes = details.get("cache_write_tokens", 0)
         classes = {
-            "input": usage["input_tokens"] - cached,
+            "input": usage["input_tokens"] - cached - writes,
             "cache_read": cached,
+            "cache_write_5m": writes,
             "output": usage["output_tokens"],
         }
         return classes, usage["input_tokens"]
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens", 0)
+    writes = details.get("cache_write_tokens", 0)
     reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens", 0)
     output = usage["completion_tokens"] + (reasoning if provider == "xai" else 0)
-    classes = {"input": usage["prompt_tokens"] - cached, "cache_read": cached, "output": output}
+    classes = {
+        "input": usage["prompt_tokens"] - cached - writes,
+        "cache_read": cached,
+        "cache_write_5m": writes,
+        "output": output,
+    }
     return classes, usage["prompt_tokens"]
 
 
@@ -81,6 +92,8 @@ def assert_billed_exactly(app, call, account_id: int, granted_nanos: int, route:
         assert record.status == "ok"
         assert record.input_tokens == classes["input"]
         assert record.cache_read_tokens == classes.get("cache_read", 0)
+        assert record.cache_write_5m_tokens == classes.get("cache_write_5m", 0)
+        assert record.cache_write_1h_tokens == classes.get("cache_write_1h", 0)
         assert record.output_tokens == classes["output"]
         assert record.cost_nanocredits == cost
         debits = db.session.scalars(

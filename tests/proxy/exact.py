@@ -117,24 +117,30 @@ def expected_from_call(call, route: str) -> Expected:
             "output": usage.get("candidatesTokenCount", 0) + thoughts,
         }
         return Expected(classes, prompt, thoughts)
+    # OpenAI's cache reads and writes (cache_write_tokens, absent when none) are both inside
+    # the prompt count.
     if route == "responses":
         cached = usage["input_tokens_details"]["cached_tokens"]
+        writes = usage["input_tokens_details"].get("cache_write_tokens", 0)
         reasoning = usage["output_tokens_details"]["reasoning_tokens"]
         classes = {
             **zero,
-            "input": usage["input_tokens"] - cached,
+            "input": usage["input_tokens"] - cached - writes,
             "cache_read": cached,
+            "cache_write_5m": writes,
             "output": usage["output_tokens"],
         }
         return Expected(classes, usage["input_tokens"], reasoning)
     cached = usage["prompt_tokens_details"]["cached_tokens"]
+    writes = usage["prompt_tokens_details"].get("cache_write_tokens", 0)
     reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
     # xAI reports reasoning beside completion_tokens, OpenAI inside it.
     output = usage["completion_tokens"] + (reasoning if call.provider == "xai" else 0)
     classes = {
         **zero,
-        "input": usage["prompt_tokens"] - cached,
+        "input": usage["prompt_tokens"] - cached - writes,
         "cache_read": cached,
+        "cache_write_5m": writes,
         "output": output,
     }
     return Expected(classes, usage["prompt_tokens"], reasoning)

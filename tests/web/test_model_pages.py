@@ -95,7 +95,10 @@ def test_every_enabled_model_page_shows_its_prices_exactly(app, client, catalog)
             for attrs, cells in tables_of(page)["model-prices"]
             if attrs
         }
-        assert row_labels == {c: PRICE_CLASS_LABELS[c] for c in billed}
+        labels = {c: PRICE_CLASS_LABELS[c] for c in billed}
+        if provider != "anthropic" and "cache_write_5m" in labels:
+            labels["cache_write_5m"] = "Cache write"  # OpenAI's writes are no 5-minute cache
+        assert row_labels == labels, model_id
         shown_facts = facts(page)
         assert shown_facts["context_length"] == f"{context:,} tokens"
         assert shown_facts["max_output_tokens"] == f"{max_output:,} tokens"
@@ -200,3 +203,13 @@ def test_every_model_page_example_runs_as_pasted(app, models_server, catalog, tm
         reached.setdefault(model, []).append(call.provider)
     for model_id, provider, *_ in models:
         assert reached[model_id] == [FAKE_NAMES[provider]] * 2, model_id
+
+
+def test_openai_cache_writes_are_on_the_model_page_at_their_own_price(client, catalog):
+    # GPT-6.1 Terra: $1.25 / $2.50 per 1M cache-write tokens (1.25x input), with the 10% margin.
+    page = client.get("/models/gpt-6.1-terra").get_data(as_text=True)
+    thresholds, prices = shown_prices(page)
+    assert thresholds == [0, 272_000]
+    assert prices["cache_write_5m"] == [1_375_000_000, 2_750_000_000]
+    labels = {a["data-class"]: cells[0] for a, cells in tables_of(page)["model-prices"] if a}
+    assert labels["cache_write_5m"] == "Cache write"
