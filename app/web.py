@@ -14,6 +14,7 @@ from app import heartbeat
 from app.extensions import db, login_manager
 from app.models import Account
 from app.services.money import display_credits
+from app.services.pricing import class_label
 from app.services.terms import current_terms_version
 
 # Pages load scripts and styles only from this origin (plus Stripe.js where a page needs it).
@@ -156,6 +157,7 @@ def register_web_hooks(app: Flask) -> None:
         }
 
     app.jinja_env.filters["credits"] = display_credits
+    app.jinja_env.globals["class_label"] = class_label
     app.jinja_env.filters["datetime"] = _format_datetime
 
 

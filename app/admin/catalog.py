@@ -23,16 +23,8 @@ from app.models import CatalogModel, ModelPrice
 from app.models.catalog import PRICE_CLASSES
 from app.services import catalog as catalog_service
 from app.services.money import nanos_to_credits
-from app.services.pricing import sell_price
+from app.services.pricing import class_label, sell_price
 from app.web_helpers import is_fragment_request
-
-CLASS_LABELS = {
-    "input": "Input",
-    "cache_read": "Cached input",
-    "cache_write_5m": "Cache write 5m",
-    "cache_write_1h": "Cache write 1h",
-    "output": "Output",
-}
 
 
 def _ordered_prices(model: CatalogModel) -> list[ModelPrice]:
@@ -43,7 +35,7 @@ def _ordered_prices(model: CatalogModel) -> list[ModelPrice]:
 
 
 def _price_label(price: ModelPrice) -> str:
-    label = f"{price.model.model_id} {CLASS_LABELS[price.token_class].lower()}"
+    label = f"{price.model.model_id} {class_label(price.token_class, price.model.provider).lower()}"
     if price.tier_threshold_tokens:
         label += f" above {price.tier_threshold_tokens:,} prompt tokens"
     return label
@@ -96,7 +88,6 @@ def model_flags(model: CatalogModel, today: date | None = None) -> list[tuple[st
 @bp.context_processor
 def catalog_helpers() -> dict:
     return {
-        "class_labels": CLASS_LABELS,
         "ordered_prices": _ordered_prices,
         "catalogue_sell_price": _catalogue_sell_price,
         "price_label": _price_label,

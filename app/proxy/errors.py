@@ -73,6 +73,10 @@ UNPRICEABLE: dict[str, str] = {
     "image_generation": (
         "image generation is billed by the provider per image and OneKey cannot price it"
     ),
+    "cache_ttl": (
+        "OneKey prices prompt-cache writes of 30 minutes and 12 hours ('30m', '12h'), not other "
+        "lifetimes"
+    ),
     "provider_tool": (
         "OneKey can price only tools your application defines and runs (function tools); the "
         "provider's own tools may be billed apart from the tokens, which OneKey cannot price"

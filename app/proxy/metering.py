@@ -2,7 +2,8 @@
 
 Provider usage is the truth (DESIGN.md, "Money"). The semantics differ by provider:
 - OpenAI: cached tokens and prompt-cache writes (cache_write_tokens, GPT-5.6 and later) are inside
-  prompt_tokens; writes bill in the cache_write_5m class. Reasoning is inside completion_tokens.
+  prompt_tokens; 30-minute writes bill as cache_write_5m, 12-hour ones as cache_write_1h.
+  Reasoning is inside completion_tokens.
 - xAI: reasoning tokens are reported beside completion_tokens, not inside; both bill as output.
 - Anthropic: input_tokens excludes cache reads and writes, reported separately; output includes
   thinking. In streams, message_delta usage is cumulative and replaces message_start's.
@@ -172,42 +173,65 @@ def _int(value) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
-def usage_from_openai(report: dict, *, reasoning_outside_completion: bool = False) -> Usage:
-    """Chat Completions usage. xAI reports reasoning beside completion_tokens."""
+def usage_from_openai(
+    report: dict, *, reasoning_outside_completion: bool = False, long_cache_writes: bool = False
+) -> Usage:
+    """Chat Completions usage. xAI reports reasoning beside completion_tokens.
+
+    OpenAI's cache writes bill by the lifetime they were written with (30 minutes, or 12 hours at
+    a dearer rate), which Chat Completions usage does not report: it is the one the request
+    asked for (`long_cache_writes`: prompt_cache_options.ttl "12h"), billed as cache_write_1h.
+    """
     prompt = _int(report.get("prompt_tokens"))
     completion = _int(report.get("completion_tokens"))
-    details = report.get("prompt_tokens_details") or {}
-    # Reads and writes are both inside prompt_tokens: clamp reads, then writes, to what is left.
-    cached = min(_int(details.get("cached_tokens")), prompt)
-    writes = min(_int(details.get("cache_write_tokens")), prompt - cached)
+    details = report.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    cached, writes = _reads_and_writes(details, prompt)
     reasoning = _int((report.get("completion_tokens_details") or {}).get("reasoning_tokens"))
     output = completion + reasoning if reasoning_outside_completion else completion
+    long_writes = writes if long_cache_writes else 0
     return Usage(
         input=prompt - cached - writes,
         cache_read=cached,
-        cache_write_5m=writes,
+        cache_write_5m=writes - long_writes,
+        cache_write_1h=long_writes,
         output=output,
         reasoning=reasoning,
         prompt_tokens=prompt,
     )
 
 
-def usage_from_responses(report: dict) -> Usage:
+def usage_from_responses(report: dict, *, long_cache_writes: bool = False) -> Usage:
     """Responses API usage: cache reads and writes inside input_tokens, reasoning inside
-    output_tokens."""
+    output_tokens. The writes' lifetimes are split in cache_write_tokens_details (12-hour ones
+    bill as cache_write_1h, any unexplained as 30-minute ones); without the split, as the
+    request asked (`long_cache_writes`)."""
     prompt = _int(report.get("input_tokens"))
-    details = report.get("input_tokens_details") or {}
-    cached = min(_int(details.get("cached_tokens")), prompt)
-    writes = min(_int(details.get("cache_write_tokens")), prompt - cached)
+    details = report.get("input_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    cached, writes = _reads_and_writes(details, prompt)
+    split = details.get("cache_write_tokens_details")
+    if isinstance(split, dict):
+        long_writes = min(_int(split.get("ttl_12h_tokens")), writes)
+    else:
+        long_writes = writes if long_cache_writes else 0
     reasoning = _int((report.get("output_tokens_details") or {}).get("reasoning_tokens"))
     return Usage(
         input=prompt - cached - writes,
         cache_read=cached,
-        cache_write_5m=writes,
+        cache_write_5m=writes - long_writes,
+        cache_write_1h=long_writes,
         output=_int(report.get("output_tokens")),
         reasoning=reasoning,
         prompt_tokens=prompt,
     )
+
+
+def _reads_and_writes(details: dict, prompt: int) -> tuple[int, int]:
+    """OpenAI's cache reads and writes, both inside the prompt count: reads clamped to it, then
+    writes to what is left."""
+    cached = min(_int(details.get("cached_tokens")), prompt)
+    return cached, min(_int(details.get("cache_write_tokens")), prompt - cached)
 
 
 def usage_from_anthropic(report: dict) -> Usage:

@@ -5,7 +5,9 @@ the client set none, and the provider gets the opaque per-account id instead of 
 customer's. On the way down, the usage chunk the client did not ask for is removed, and usage
 carries `cost` in credits. Refused before any hold, as the catalogue cannot price them
 (errors.UNPRICEABLE): `web_search_options`, xAI `search_parameters`, tools other than function and
-custom ones, and service tiers other than auto/default.
+custom ones, service tiers other than auto/default, and prompt-cache lifetimes other than 30
+minutes and 12 hours (prompt_cache_options.ttl, which also decides how a Chat Completions
+request's cache writes bill: its usage does not say).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ HOSTED_TOOL_FEATURES = {
 }
 # The service tiers billed at the catalogue's prices.
 CATALOGUE_SERVICE_TIERS = (None, "auto", "default")
+# Prompt-cache lifetimes (prompt_cache_options.ttl) -> whether its writes bill at the dearer
+# long-lifetime rate (the catalogue's cache_write_1h class); 30 minutes is the default.
+CACHE_TTLS = {None: False, "30m": False, "12h": True}
 
 
 def _hosted_tool_feature(kind: object) -> str:
@@ -79,6 +84,26 @@ def refuse_service_tier(body: dict) -> None:
     tier = body.get("service_tier")
     if tier not in CATALOGUE_SERVICE_TIERS:
         raise unpriceable("service_tier", f"'service_tier' {tier!r}", param="service_tier")
+
+
+def long_cache_writes(body: dict) -> bool:
+    """Whether the request's prompt-cache writes are 12-hour ones; a lifetime the catalogue has
+    no price for is refused (400), as is prompt_cache_options that is not an object."""
+    options = body.get("prompt_cache_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise ProxyError(
+            "invalid_request",
+            "'prompt_cache_options' must be an object.",
+            param="prompt_cache_options",
+        )
+    ttl = options.get("ttl")
+    if not isinstance(ttl, str | None) or ttl not in CACHE_TTLS:
+        raise unpriceable(
+            "cache_ttl", f"'prompt_cache_options.ttl' {ttl!r}", param="prompt_cache_options.ttl"
+        )
+    return CACHE_TTLS[ttl]
 
 
 def refuse_unpriceable_chat(body: dict) -> None:
@@ -131,6 +156,7 @@ def validate_chat(body: dict) -> None:
         )
     chat_output_limit(body)
     chat_choices(body)
+    long_cache_writes(body)
     refuse_unpriceable_chat(body)
 
 
@@ -185,13 +211,20 @@ class ChatRelay(BaseRelay):
     Chunks pass as they came; only the usage chunk and errors are parsed (and rewritten).
     """
 
-    def __init__(self, model: PricedModel, *, client_wants_usage: bool):
+    def __init__(
+        self, model: PricedModel, *, client_wants_usage: bool, long_cache_writes: bool = False
+    ):
         super().__init__(model)
         self.client_wants_usage = client_wants_usage
         self.reasoning_outside = model.provider == "xai"
+        self.long_cache_writes = long_cache_writes
 
     def _usage(self, report: dict) -> Usage:
-        return usage_from_openai(report, reasoning_outside_completion=self.reasoning_outside)
+        return usage_from_openai(
+            report,
+            reasoning_outside_completion=self.reasoning_outside,
+            long_cache_writes=self.long_cache_writes,
+        )
 
     def response_body(self, upstream: dict) -> dict:
         report = upstream.get("usage")
@@ -276,6 +309,7 @@ def validate_responses(body: dict) -> None:
     if "stream" in body and not isinstance(body["stream"], bool):
         raise ProxyError("invalid_request", "'stream' must be a boolean.", param="stream")
     responses_output_limit(body)
+    long_cache_writes(body)
     refuse_hosted_tools(body)
     refuse_service_tier(body)
 
@@ -304,10 +338,14 @@ RESPONSES_DELTA = StringValues("delta")
 
 
 class ResponsesRelay(BaseRelay):
+    def __init__(self, model: PricedModel, *, long_cache_writes: bool = False):
+        super().__init__(model)
+        self.long_cache_writes = long_cache_writes
+
     def _take_usage(self, response: dict) -> None:
         report = response.get("usage")
         if isinstance(report, dict):
-            self.usage = usage_from_responses(report)
+            self.usage = usage_from_responses(report, long_cache_writes=self.long_cache_writes)
             self.usage_complete = True
             report["cost"] = cost_in_credits(self.model, self.usage)
 

@@ -143,7 +143,11 @@ def chat_plan(body: dict, model) -> Plan:
         estimate,
         stream,
         upstream_call=openai_call(body, model, openai.CHAT_PATH, openai.chat_upstream_body, stream),
-        relay=lambda: openai.ChatRelay(model, client_wants_usage=openai.wants_usage(body)),
+        relay=lambda: openai.ChatRelay(
+            model,
+            client_wants_usage=openai.wants_usage(body),
+            long_cache_writes=openai.long_cache_writes(body),
+        ),
     )
 
 
@@ -179,7 +183,9 @@ def responses_plan(body: dict, model) -> Plan:
         upstream_call=openai_call(
             body, model, openai.RESPONSES_PATH, openai.responses_upstream_body, stream
         ),
-        relay=lambda: openai.ResponsesRelay(model),
+        relay=lambda: openai.ResponsesRelay(
+            model, long_cache_writes=openai.long_cache_writes(body)
+        ),
     )
 
 

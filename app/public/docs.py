@@ -32,6 +32,7 @@ from app.proxy.limits import INVALID_KEY_LIMIT_PER_MINUTE
 from app.proxy.metering import IMAGE_TOKEN_ALLOWANCE
 from app.proxy.upstream import UpstreamResponse, error_from_response
 from app.services.catalog import load_catalog
+from app.services.pricing import class_label
 
 # What the reader replaces with their own key (in the one line that exports it).
 KEY_PLACEHOLDER = "ok-YOUR-KEY"
@@ -75,11 +76,11 @@ CONDITION_DESCRIPTIONS: dict[str, str] = {
 
 DIALECTS = (OPENAI, ANTHROPIC, GOOGLE)
 
+# The model page's names for the classes that read the same for every provider (cache writes
+# are named by the provider's lifetimes: pricing.class_label).
 PRICE_CLASS_LABELS = {
     "input": "Input",
     "cache_read": "Cached input (cache read)",
-    "cache_write_5m": "Cache write, 5 minutes",
-    "cache_write_1h": "Cache write, 1 hour",
     "output": "Output (reasoning and thinking included)",
 }
 INPUT_KINDS = {
@@ -282,14 +283,16 @@ class PriceRow:
     as_input: tuple[bool, ...]  # the tier lists no price for the class: it bills as input
 
 
-def price_rows(tiers: dict[int, dict[str, int]]) -> tuple[list[int], list[PriceRow]]:
+def price_rows(
+    tiers: dict[int, dict[str, int]], provider: str | None = None
+) -> tuple[list[int], list[PriceRow]]:
     """(tier thresholds in order, one row per token class any tier bills). A class a tier lists
     no price for is billed at that tier's input price (metering.cost_of), and shown so."""
     thresholds = sorted(tiers)
     rows = [
         PriceRow(
             token_class=token_class,
-            label=PRICE_CLASS_LABELS[token_class],
+            label=PRICE_CLASS_LABELS.get(token_class) or class_label(token_class, provider),
             by_tier=tuple(tiers[t].get(token_class, tiers[t]["input"]) for t in thresholds),
             as_input=tuple(token_class not in tiers[t] for t in thresholds),
         )

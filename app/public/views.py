@@ -78,7 +78,7 @@ def model_page(model_id: str):
         return render_template(
             "errors/error.html", code=404, message="OneKey offers no such model."
         ), 404
-    thresholds, rows = docs.price_rows(price_table(model))
+    thresholds, rows = docs.price_rows(price_table(model), model.provider)
     return render_template(
         "public/model.html",
         model=model,

@@ -9,6 +9,27 @@ from app.services.money import decimal_to_nanos, div_half_up
 TOKENS_PER_PRICE_UNIT = 1_000_000
 BPS_DENOMINATOR = 10_000
 
+# Price classes by name, where no provider is in view (a table of every provider's models).
+CLASS_NAMES = {
+    "input": "Input",
+    "cache_read": "Cached input",
+    "cache_write_5m": "Cache write",
+    "cache_write_1h": "Cache write, long",
+    "output": "Output",
+}
+# The lifetimes of each provider's two cache-write classes: Anthropic's 5-minute and 1-hour
+# caches, OpenAI's 30-minute and 12-hour ones.
+CACHE_WRITE_LIFETIMES = {
+    "anthropic": {"cache_write_5m": "5 min", "cache_write_1h": "1 h"},
+    "openai": {"cache_write_5m": "30 min", "cache_write_1h": "12 h"},
+}
+
+
+def class_label(token_class: str, provider: str | None = None) -> str:
+    """A price class as the pages name it: a cache write by the provider's lifetime for it."""
+    lifetime = CACHE_WRITE_LIFETIMES.get(provider or "", {}).get(token_class)
+    return f"Cache write, {lifetime}" if lifetime else CLASS_NAMES[token_class]
+
 
 def usd_per_mtok_to_nanos(text: str) -> int:
     """'1.25' (US dollars per 1M tokens) -> 1_250_000_000 nanocredits per 1M tokens ($1 = 1 credit).

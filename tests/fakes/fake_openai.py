@@ -232,13 +232,20 @@ def chat_usage(
     }
 
 
-def responses_usage(prompt: int, cached: int, output: int, reasoning: int, writes: int = 0) -> dict:
-    """Cache reads and writes both inside input_tokens; `cache_write_tokens` only when some."""
+def responses_usage(
+    prompt: int, cached: int, output: int, reasoning: int, writes: int = 0, ttl_12h: bool = False
+) -> dict:
+    """Cache reads and writes both inside input_tokens; `cache_write_tokens` only when some, split
+    by lifetime in cache_write_tokens_details (all at the request's: 12 hours with `ttl_12h`)."""
     input_tokens = prompt + cached + writes
     output_tokens = output + reasoning
-    details = {"cached_tokens": cached}
+    details: dict = {"cached_tokens": cached}
     if writes:
         details["cache_write_tokens"] = writes
+        details["cache_write_tokens_details"] = {
+            "ttl_30m_tokens": 0 if ttl_12h else writes,
+            "ttl_12h_tokens": writes if ttl_12h else 0,
+        }
     return {
         "input_tokens": input_tokens,
         "input_tokens_details": details,
@@ -246,6 +253,12 @@ def responses_usage(prompt: int, cached: int, output: int, reasoning: int, write
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": input_tokens + output_tokens,
     }
+
+
+def asks_12h_cache(body: dict) -> bool:
+    """prompt_cache_options.ttl "12h": the request's cache writes live 12 hours."""
+    options = body.get("prompt_cache_options")
+    return isinstance(options, dict) and options.get("ttl") == "12h"
 
 
 def _validate(body: Any, required: tuple[str, ...]) -> str | None:
@@ -424,7 +437,9 @@ def responses(ctx: Ctx) -> Reply:
     if stream:
         chunks = fault_chunk_count(chunks, d)
     writes = d.cache_write if ctx.provider == "openai" else 0  # xAI reports no cache writes
-    usage = responses_usage(prompt, d.cached, 2 * chunks, reasoning, writes=writes)
+    usage = responses_usage(
+        prompt, d.cached, 2 * chunks, reasoning, writes=writes, ttl_12h=asks_12h_cache(body)
+    )
     rid = new_id("resp_", 48)
     created = int(time.time())
     headers = [("x-request-id", new_id("req_", 32))]

@@ -10,8 +10,11 @@ from app.models import Account, CatalogModel, Hold, LedgerEntry, UsageRecord
 from app.services.ledger import check_invariants
 
 
-def billed_classes(provider: str, route: str, usage: dict) -> tuple[dict[str, int], int]:
-    """(tokens per billed class, prompt tokens for the tier) from a native usage object."""
+def billed_classes(
+    provider: str, route: str, usage: dict, request: dict | None = None
+) -> tuple[dict[str, int], int]:
+    """(tokens per billed class, prompt tokens for the tier) from a native usage object (and, for
+    OpenAI's Chat Completions, the request: its cache writes' lifetime is the one it asked for)."""
     if provider == "anthropic":
         cache_read = usage.get("cache_read_input_tokens") or 0
         cache_write = usage.get("cache_creation_input_tokens") or 0
@@ -40,10 +43,12 @@ def billed_classes(provider: str, route: str, usage: dict) -> tuple[dict[str, in
         details = usage.get("input_tokens_details") or {}
         cached = details.get("cached_tokens", 0)
         writes = details.get("cache_write_tokens", 0)
+        long_writes = (details.get("cache_write_tokens_details") or {}).get("ttl_12h_tokens", 0)
         classes = {
             "input": usage["input_tokens"] - cached - writes,
             "cache_read": cached,
-            "cache_write_5m": writes,
+            "cache_write_5m": writes - long_writes,
+            "cache_write_1h": long_writes,
             "output": usage["output_tokens"],
         }
         return classes, usage["input_tokens"]
@@ -52,10 +57,13 @@ def billed_classes(provider: str, route: str, usage: dict) -> tuple[dict[str, in
     writes = details.get("cache_write_tokens", 0)
     reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens", 0)
     output = usage["completion_tokens"] + (reasoning if provider == "xai" else 0)
+    ttl = ((request or {}).get("prompt_cache_options") or {}).get("ttl")
+    long_writes = writes if ttl == "12h" else 0
     classes = {
         "input": usage["prompt_tokens"] - cached - writes,
         "cache_read": cached,
-        "cache_write_5m": writes,
+        "cache_write_5m": writes - long_writes,
+        "cache_write_1h": long_writes,
         "output": output,
     }
     return classes, usage["prompt_tokens"]
@@ -87,7 +95,7 @@ def assert_billed_exactly(app, call, account_id: int, granted_nanos: int, route:
             .order_by(UsageRecord.id.desc())
         )
         assert record is not None, "no usage record"
-        classes, prompt_tokens = billed_classes(provider, route, call.usage_reported)
+        classes, prompt_tokens = billed_classes(provider, route, call.usage_reported, call.body)
         cost = expected_cost(record.model_id, classes, prompt_tokens)
         assert record.status == "ok"
         assert record.input_tokens == classes["input"]

@@ -122,12 +122,14 @@ def expected_from_call(call, route: str) -> Expected:
     if route == "responses":
         cached = usage["input_tokens_details"]["cached_tokens"]
         writes = usage["input_tokens_details"].get("cache_write_tokens", 0)
+        split = usage["input_tokens_details"].get("cache_write_tokens_details") or {}
         reasoning = usage["output_tokens_details"]["reasoning_tokens"]
         classes = {
             **zero,
             "input": usage["input_tokens"] - cached - writes,
             "cache_read": cached,
-            "cache_write_5m": writes,
+            "cache_write_5m": writes - split.get("ttl_12h_tokens", 0),
+            "cache_write_1h": split.get("ttl_12h_tokens", 0),
             "output": usage["output_tokens"],
         }
         return Expected(classes, usage["input_tokens"], reasoning)
@@ -136,11 +138,15 @@ def expected_from_call(call, route: str) -> Expected:
     reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
     # xAI reports reasoning beside completion_tokens, OpenAI inside it.
     output = usage["completion_tokens"] + (reasoning if call.provider == "xai" else 0)
+    # Chat Completions does not split the writes by lifetime: it is the one the request asked for.
+    asked = (call.body.get("prompt_cache_options") or {}).get("ttl") if call.body else None
+    long_writes = writes if asked == "12h" else 0
     classes = {
         **zero,
         "input": usage["prompt_tokens"] - cached - writes,
         "cache_read": cached,
-        "cache_write_5m": writes,
+        "cache_write_5m": writes - long_writes,
+        "cache_write_1h": long_writes,
         "output": output,
     }
     return Expected(classes, usage["prompt_tokens"], reasoning)

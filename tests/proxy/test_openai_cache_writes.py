@@ -1,6 +1,8 @@
 """OpenAI prompt-cache writes on the GPT-6 family, through the official SDK: the writes the
-provider reports (inside prompt_tokens / input_tokens) are recorded as cache_write_5m and billed
-at the catalogue's write price (1.25x input), the rest of the prompt at the input price.
+provider reports (inside prompt_tokens / input_tokens) are billed by their lifetime, 30-minute
+ones as cache_write_5m (1.25x input), 12-hour ones as cache_write_1h (2.5x input), the rest of
+the prompt at the input price. Responses usage splits the writes by lifetime; Chat Completions
+usage does not, so they are the lifetime the request asked for (prompt_cache_options.ttl).
 
 The expected bill is worked out here from the bundled catalogue file and the counts the fake was
 asked for, in integers, without the gateway's metering or pricing code."""
@@ -39,7 +41,9 @@ def sell_prices(app, tier_prices: dict) -> dict[str, int]:
     }
 
 
-def expected_bill(app, prompt: int, cached: int, writes: int, output: int) -> tuple[int, dict]:
+def expected_bill(
+    app, prompt: int, cached: int, writes: int, output: int, ttl: str | None = None
+) -> tuple[int, dict]:
     long_context = ENTRY["long_context"]
     tier = ENTRY["prices"]
     if prompt > long_context["threshold_tokens"]:
@@ -48,10 +52,21 @@ def expected_bill(app, prompt: int, cached: int, writes: int, output: int) -> tu
     total = (
         (prompt - cached - writes) * prices["input"]
         + cached * prices["cache_read"]
-        + writes * prices["cache_write_5m"]
+        + writes * prices[write_class(ttl)]
         + output * prices["output"]
     )
     return half_up(total, 1_000_000), prices
+
+
+def write_class(ttl: str | None) -> str:
+    return "cache_write_1h" if ttl == "12h" else "cache_write_5m"
+
+
+def cache_options(ttl: str | None) -> dict:
+    return {} if ttl is None else {"prompt_cache_options": {"ttl": ttl}}
+
+
+TTLS = [pytest.param(None, id="default-30m"), pytest.param("12h", id="12h")]
 
 
 def client(server, key):
@@ -89,26 +104,29 @@ def fake_prompt(text: str, cached: int, writes: int) -> int:
     return 10 + len(text.split()) + cached + writes
 
 
-def check_bill(app, account_id: int, text: str, cached: int, writes: int, reported: dict, route):
+def check_bill(
+    app, account_id: int, text: str, cached: int, writes: int, reported: dict, route, ttl=None
+):
     prompt = fake_prompt(text, cached, writes)
     output = 6  # 3 chunks, 2 tokens each
     details = reported["input_tokens_details" if route == "responses" else "prompt_tokens_details"]
     assert details["cache_write_tokens"] == writes
     assert reported["input_tokens" if route == "responses" else "prompt_tokens"] == prompt
-    cost, prices = expected_bill(app, prompt, cached, writes, output)
-    # The write price is the catalogue's own, above the input price: billing writes as input
-    # (the old behaviour) would give a different, lower bill.
-    assert prices["cache_write_5m"] > prices["input"]
+    cost, prices = expected_bill(app, prompt, cached, writes, output, ttl)
+    # The write prices are the catalogue's own, above the input price and the 12-hour one above
+    # the 30-minute one: billing writes as input, or every write at one rate, gives another bill.
+    assert prices["cache_write_1h"] > prices["cache_write_5m"] > prices["input"]
     record, debits, balance = settled(app, account_id)
     assert record.status == "ok"
+    long_writes = writes if ttl == "12h" else 0
     assert (
         record.input_tokens,
         record.cache_read_tokens,
         record.cache_write_5m_tokens,
         record.cache_write_1h_tokens,
         record.output_tokens,
-    ) == (prompt - cached - writes, cached, writes, 0, output)
-    assert record.prices_applied["cache_write_5m"] == prices["cache_write_5m"]
+    ) == (prompt - cached - writes, cached, writes - long_writes, long_writes, output)
+    assert record.prices_applied[write_class(ttl)] == prices[write_class(ttl)]
     assert record.cost_nanocredits == cost
     assert debits == [-cost]
     assert balance == credits_to_nanos(GRANT) - cost
@@ -117,11 +135,16 @@ def check_bill(app, account_id: int, text: str, cached: int, writes: int, report
 
 @pytest.mark.parametrize(("text", "cached", "writes"), CASES)
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("ttl", TTLS)
 def test_chat_completions_cache_writes(
-    app, live_server, fakes, funded_key, text, cached, writes, stream
+    app, live_server, fakes, funded_key, text, cached, writes, stream, ttl
 ):
     key, account_id, _ = funded_key(GRANT)
-    request = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+    request = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": text}],
+        **cache_options(ttl),
+    }
     if stream:
         chunks = list(
             client(live_server, key).chat.completions.create(
@@ -138,27 +161,31 @@ def test_chat_completions_cache_writes(
         usage = reply.usage
     call = fakes.wait_for_calls(1)[0]
     assert call.provider == "openai"
-    cost = check_bill(app, account_id, text, cached, writes, call.usage_reported, "chat")
+    cost = check_bill(app, account_id, text, cached, writes, call.usage_reported, "chat", ttl)
     assert usage.prompt_tokens_details.cache_write_tokens == writes
     assert usage.cost == pytest.approx(cost / 1e9)
 
 
 @pytest.mark.parametrize(("text", "cached", "writes"), CASES)
 @pytest.mark.parametrize("stream", [False, True])
-def test_responses_cache_writes(app, live_server, fakes, funded_key, text, cached, writes, stream):
+@pytest.mark.parametrize("ttl", TTLS)
+def test_responses_cache_writes(
+    app, live_server, fakes, funded_key, text, cached, writes, stream, ttl
+):
     key, account_id, _ = funded_key(GRANT)
+    request = {"model": MODEL, "input": text, **cache_options(ttl)}
     if stream:
-        events = list(
-            client(live_server, key).responses.create(model=MODEL, input=text, stream=True)
-        )
+        events = list(client(live_server, key).responses.create(**request, stream=True))
         assert events[-1].type == "response.completed"
         usage = events[-1].response.usage
     else:
-        reply = client(live_server, key).responses.create(model=MODEL, input=text)
+        reply = client(live_server, key).responses.create(**request)
         assert reply.output_text == "Hello from openai"
         usage = reply.usage
     call = fakes.wait_for_calls(1)[0]
-    cost = check_bill(app, account_id, text, cached, writes, call.usage_reported, "responses")
+    split = call.usage_reported["input_tokens_details"]["cache_write_tokens_details"]
+    assert split["ttl_12h_tokens"] == (writes if ttl == "12h" else 0)
+    cost = check_bill(app, account_id, text, cached, writes, call.usage_reported, "responses", ttl)
     assert usage.input_tokens_details.cache_write_tokens == writes
     assert usage.model_extra["cost"] == pytest.approx(cost / 1e9)
 
@@ -182,3 +209,36 @@ def test_without_cache_write_tokens_nothing_is_billed_as_a_write(
     )
     assert record.cost_nanocredits == cost
     assert debits == [-cost]
+
+
+@pytest.mark.parametrize("route", ["chat", "responses"])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ttl": "24h"}, "'prompt_cache_options.ttl' '24h' is not supported"),
+        ({"ttl": 12}, "'prompt_cache_options.ttl' 12 is not supported"),
+        ("12h", "'prompt_cache_options' must be an object"),
+    ],
+)
+def test_a_cache_lifetime_the_catalogue_cannot_price_is_refused(
+    app, live_server, fakes, funded_key, route, options, message
+):
+    """A 400 in OpenAI's shape, before anything is held or sent upstream."""
+    key, account_id, _ = funded_key(GRANT)
+    sdk = client(live_server, key)
+    with pytest.raises(openai.BadRequestError) as refused:
+        if route == "chat":
+            sdk.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                extra_body={"prompt_cache_options": options},
+            )
+        else:
+            sdk.responses.create(
+                model=MODEL, input="hi", extra_body={"prompt_cache_options": options}
+            )
+    assert message in refused.value.message
+    assert fakes.calls == []
+    with app.app_context():
+        assert db.session.get(Account, account_id).balance_nanocredits == credits_to_nanos(GRANT)
+        assert db.session.scalar(select(UsageRecord)) is None

@@ -1,5 +1,6 @@
 """OpenAI's usage objects (Chat Completions and Responses) into billed classes: prompt-cache reads
-and writes are both inside the prompt count; writes bill as cache_write_5m."""
+and writes are both inside the prompt count; 30-minute writes bill as cache_write_5m, 12-hour ones
+as cache_write_1h."""
 
 from __future__ import annotations
 
@@ -117,3 +118,51 @@ def test_xai_reasoning_beside_completion_keeps_working_with_writes():
 def test_openai_reasoning_stays_inside_output_with_writes():
     usage = usage_from_responses(responses_report(500, {"cache_write_tokens": 200}, 40, 30))
     assert (usage.input, usage.cache_write_5m, usage.output, usage.reasoning) == (300, 200, 40, 30)
+
+
+# --- the writes' lifetime ---------------------------------------------------------------------
+
+
+def test_chat_writes_are_12_hour_ones_when_the_request_asked_for_them():
+    report = chat_report(1_000, {"cached_tokens": 100, "cache_write_tokens": 300})
+    usage = usage_from_openai(report, long_cache_writes=True)
+    assert (usage.input, usage.cache_read, usage.cache_write_5m, usage.cache_write_1h) == (
+        600,
+        100,
+        0,
+        300,
+    )
+    assert usage_from_openai(report).cache_write_5m == 300
+
+
+def test_responses_writes_follow_the_reported_split_by_lifetime():
+    split = {"ttl_30m_tokens": 120, "ttl_12h_tokens": 180}
+    details = {"cached_tokens": 100, "cache_write_tokens": 300, "cache_write_tokens_details": split}
+    # The split is the provider's word, whatever the request asked for.
+    for asked in (False, True):
+        usage = usage_from_responses(responses_report(1_000, details), long_cache_writes=asked)
+        assert (usage.input, usage.cache_write_5m, usage.cache_write_1h) == (600, 120, 180)
+
+
+def test_responses_writes_without_a_split_are_the_lifetime_asked_for():
+    details = {"cached_tokens": 0, "cache_write_tokens": 300}
+    usage = usage_from_responses(responses_report(1_000, details), long_cache_writes=True)
+    assert (usage.cache_write_5m, usage.cache_write_1h) == (0, 300)
+    assert usage_from_responses(responses_report(1_000, details)).cache_write_5m == 300
+
+
+@pytest.mark.parametrize(
+    ("split", "expected"),
+    [
+        ({"ttl_30m_tokens": 0, "ttl_12h_tokens": 900}, (0, 300)),  # more than the writes
+        ({"ttl_30m_tokens": 10}, (300, 0)),  # no 12-hour count: all 30-minute
+        ({"ttl_30m_tokens": 1, "ttl_12h_tokens": 100}, (200, 100)),  # unexplained: 30-minute
+        ({"ttl_12h_tokens": -5}, (300, 0)),
+        ({"ttl_12h_tokens": "100"}, (300, 0)),
+    ],
+)
+def test_an_inconsistent_split_never_bills_more_writes_than_reported(split, expected):
+    details = {"cache_write_tokens": 300, "cache_write_tokens_details": split}
+    usage = usage_from_responses(responses_report(1_000, details))
+    assert (usage.cache_write_5m, usage.cache_write_1h) == expected
+    assert usage.input == 700

@@ -29,6 +29,11 @@ from tests.web.examples import (
 
 BUNDLED = {entry["id"]: entry for entry in load_catalog()}
 
+WRITE_LABELS = {
+    "anthropic": ("Cache write, 5 min", "Cache write, 1 h"),
+    "openai": ("Cache write, 30 min", "Cache write, 12 h"),
+}
+
 
 @pytest.fixture(scope="module")
 def models_server(app):
@@ -95,10 +100,10 @@ def test_every_enabled_model_page_shows_its_prices_exactly(app, client, catalog)
             for attrs, cells in tables_of(page)["model-prices"]
             if attrs
         }
-        labels = {c: PRICE_CLASS_LABELS[c] for c in billed}
-        if provider != "anthropic" and "cache_write_5m" in labels:
-            labels["cache_write_5m"] = "Cache write"  # OpenAI's writes are no 5-minute cache
-        assert row_labels == labels, model_id
+        # Cache writes are named by the provider's lifetimes for them.
+        writes = WRITE_LABELS.get(provider, ("Cache write", "Cache write, long"))
+        names = {**PRICE_CLASS_LABELS, "cache_write_5m": writes[0], "cache_write_1h": writes[1]}
+        assert row_labels == {c: names[c] for c in billed}, model_id
         shown_facts = facts(page)
         assert shown_facts["context_length"] == f"{context:,} tokens"
         assert shown_facts["max_output_tokens"] == f"{max_output:,} tokens"
@@ -206,10 +211,13 @@ def test_every_model_page_example_runs_as_pasted(app, models_server, catalog, tm
 
 
 def test_openai_cache_writes_are_on_the_model_page_at_their_own_price(client, catalog):
-    # GPT-6.1 Terra: $1.25 / $2.50 per 1M cache-write tokens (1.25x input), with the 10% margin.
+    # GPT-6.1 Terra: 30-minute writes $1.25 / $2.50 per 1M tokens (1.25x input), 12-hour ones
+    # $2.50 / $5.00 (2.5x), with the 10% margin.
     page = client.get("/models/gpt-6.1-terra").get_data(as_text=True)
     thresholds, prices = shown_prices(page)
     assert thresholds == [0, 272_000]
     assert prices["cache_write_5m"] == [1_375_000_000, 2_750_000_000]
+    assert prices["cache_write_1h"] == [2_750_000_000, 5_500_000_000]
     labels = {a["data-class"]: cells[0] for a, cells in tables_of(page)["model-prices"] if a}
-    assert labels["cache_write_5m"] == "Cache write"
+    assert labels["cache_write_5m"] == "Cache write, 30 min"
+    assert labels["cache_write_1h"] == "Cache write, 12 h"

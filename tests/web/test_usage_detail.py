@@ -62,9 +62,9 @@ def test_item6_a_row_opens_its_detail_with_prices_and_every_token_class(app, bro
     assert "Key laptop" in page and "Provider anthropic" in page
     assert "Latency 2,345 ms" in page and "Time to first token 456 ms" in page
     assert "Input 1,000 3.30 0.0033" in page
-    assert "Cache read 2,000 0.33 0.00066" in page
-    assert "Cache write (5 min) 300 4.125 0.0012375" in page
-    assert "Cache write (1 h) 400 6.60 0.00264" in page
+    assert "Cached input 2,000 0.33 0.00066" in page
+    assert "Cache write, 5 min 300 4.125 0.0012375" in page
+    assert "Cache write, 1 h 400 6.60 0.00264" in page
     assert "Output 500 incl. 120 reasoning 16.50 0.00825" in page
     assert "0.016267500" in page  # the cost, all nine decimals
     assert "The provider reported this request's token counts in full" in page
