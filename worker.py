@@ -19,8 +19,10 @@ from app.tasks.alerts import LOW_BALANCE_CHECK_INTERVAL_SECONDS, check_low_balan
 from app.tasks.lifecycle import STALLED_SWEEP_INTERVAL_SECONDS, resume_stalled_requests_job
 from app.tasks.maintenance import (
     ORPHAN_SWEEP_INTERVAL_SECONDS,
+    RETIREMENT_CHECK_INTERVAL_SECONDS,
     expire_holds_job,
     release_orphaned_holds_job,
+    retire_due_models_job,
 )
 from app.tasks.stripe_events import RECONCILE_INTERVAL_SECONDS, reconcile_payments_job
 from app.tasks.usage import FOLD_INTERVAL_SECONDS, fold_usage_job
@@ -86,6 +88,12 @@ def register_cron_jobs(scheduler: CronScheduler) -> None:
     )
     scheduler.register(
         fold_usage_job, queue_name="default", interval=FOLD_INTERVAL_SECONDS, job_timeout=900
+    )
+    scheduler.register(
+        retire_due_models_job,
+        queue_name="default",
+        interval=RETIREMENT_CHECK_INTERVAL_SECONDS,
+        job_timeout=120,
     )
 
 

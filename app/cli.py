@@ -11,11 +11,12 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Account
+from app.models import Account, CatalogModel
+from app.models.types import utcnow
 from app.services import accounts as account_service
 from app.services import keys as key_service
 from app.services import ledger, totp
-from app.services.catalog import sync_catalog
+from app.services.catalog import retire_due_models, sync_catalog
 from app.services.money import AmountError, credits_to_nanos, nanos_to_credits
 
 
@@ -36,9 +37,16 @@ def register_cli(app: Flask) -> None:
     holds = AppGroup("holds", help="Credit holds.")
 
     @catalog.command("sync")
-    def catalog_sync():
-        """Load the bundled catalogue and prices (idempotent; admin-edited prices are kept)."""
+    @click.option(
+        "--today",
+        type=click.DateTime(formats=["%Y-%m-%d"]),
+        help="Retire the deprecated models due by this date instead of today's (UTC).",
+    )
+    def catalog_sync(today):
+        """Load the bundled catalogue and prices (idempotent; admin-edited prices are kept), then
+        retire the deprecated models whose retirement date has come (as the scheduler does)."""
         report = sync_catalog(current_app.config["MARGIN_BPS"])
+        retired = retire_due_models(today.date() if today else utcnow().date())
         db.session.commit()
         click.echo(
             f"catalogue synced: {len(report.added)} added, {len(report.updated)} updated, "
@@ -50,6 +58,19 @@ def register_cli(app: Flask) -> None:
             click.echo(f"raised admin-edited price above the new list price: {raised}", err=True)
         for model_id in report.retired_disabled:
             click.echo(f"disabled retired model (not sold): {model_id}", err=True)
+        by_id = {
+            m.model_id: m
+            for m in db.session.scalars(
+                select(CatalogModel).where(CatalogModel.model_id.in_(retired))
+            )
+        }
+        for model in (by_id[model_id] for model_id in retired):
+            instead = f"; use {model.replacement_model_id}" if model.replacement_model_id else ""
+            click.echo(
+                f"retired on its date {model.retires_on.isoformat()}{instead} "
+                f"(disabled, not sold): {model.model_id}",
+                err=True,
+            )
 
     @users.command("create")
     @click.argument("email")

@@ -23,7 +23,7 @@ import urllib3
 from flask import Response, current_app, g, request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import JSON, bindparam, text
+from sqlalchemy import JSON, Date, bindparam, text
 from sqlalchemy import exc as sqlalchemy_exc
 
 from app import metrics
@@ -214,9 +214,40 @@ def resolve_cached_model(name: object, *, fresh: bool = False) -> catalog_cache.
     # could not even encode a lone surrogate).
     model = catalog_cache.cached_model(model_id) if model_id.isascii() else None
     if model is None or (provider and provider != model.priced.provider):
-        raise ProxyError("model_not_found", f"The model '{name}' does not exist or is not enabled.")
+        raise model_not_found(
+            name, provider, model_id if model is None and model_id.isascii() else None
+        )
     metrics.note_provider(model.priced.provider)
     return model
+
+
+UNAVAILABLE_MODEL_SQL = text(
+    """
+SELECT provider, status, retires_on, replacement_model_id FROM catalog_models
+WHERE model_id = :model_id
+"""
+).columns(retires_on=Date())
+
+
+def model_not_found(name: str, provider: str | None, model_id: str | None) -> ProxyError:
+    """The 404 for a model the gateway does not sell. Only this miss path reads the catalogue
+    again (`model_id` set: the cache found no enabled model of that ASCII id): a model the catalogue holds but
+    does not sell says why, retired (when, and what replaces it) or not available; a model the
+    catalogue does not hold, or one named with another provider's prefix, is unknown."""
+    unknown = ProxyError("model_not_found", f"The model '{name}' does not exist or is not enabled.")
+    if model_id is None:
+        return unknown
+    with db.engine.connect() as conn:
+        row = conn.execute(UNAVAILABLE_MODEL_SQL, {"model_id": model_id}).first()
+    if row is None or (provider and provider != row.provider):
+        return unknown
+    instead = f"; use '{row.replacement_model_id}' instead" if row.replacement_model_id else ""
+    if row.status == "retired":
+        when = f" on {row.retires_on.isoformat()}" if row.retires_on is not None else ""
+        message = f"The model '{name}' was retired by its provider{when}{instead}."
+    else:
+        message = f"The model '{name}' is not available{instead}."
+    return ProxyError("model_not_found", message)
 
 
 def resolve_model(name: object) -> PricedModel:

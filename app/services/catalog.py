@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.extensions import db
 from app.models import CatalogModel, ModelPrice
@@ -145,7 +145,9 @@ def sync_catalog(default_margin_bps: int, path: Path = CATALOG_PATH) -> SyncRepo
     """Load the bundled catalogue: add new models, update lifecycles, list prices and sell prices.
 
     Idempotent. A model the file says is retired is disabled (never deleted: usage names it) and
-    reported; an admin can enable a deprecated one, not a retired one. Models no longer in the file
+    reported; an admin can enable a deprecated one, not a retired one. A model `retire_due_models`
+    retired on its date stays retired while the file still calls it deprecated (see
+    `_synced_status`), and the sync never enables a model. Models no longer in the file
     are left as they are (an admin disables them). List prices always follow the file (they are
     the provider's); a sell price an admin set is kept while it is at or above the list price.
 
@@ -175,7 +177,7 @@ def sync_catalog(default_margin_bps: int, path: Path = CATALOG_PATH) -> SyncRepo
             ("max_output_tokens", int(entry["max_output_tokens"])),
             ("price_source", base_input.source),
             ("price_date", base_input.as_of.isoformat()),
-            ("status", entry["status"]),
+            ("status", _synced_status(model, entry)),
             ("retires_on", _retires_on(entry)),
             ("replacement_model_id", entry.get("replacement")),
         ):
@@ -204,6 +206,76 @@ def sync_catalog(default_margin_bps: int, path: Path = CATALOG_PATH) -> SyncRepo
             report.unchanged.append(entry["id"])
     db.session.flush()
     return report
+
+
+def _synced_status(model: CatalogModel, entry: dict) -> str:
+    """The status the sync gives a model: the file's, except that a model the database has as
+    retired stays retired when the file calls it deprecated with the same or an earlier date.
+
+    That is a model `retire_due_models` retired once its `retires_on` passed: the file, written
+    before the date, still says deprecated, and the provider no longer serves it. Only a file that
+    moves the retirement later (the provider postponed it) makes it deprecated again; it stays
+    disabled until an admin enables it. No date is read here.
+    """
+    wanted = entry["status"]
+    if model.status != "retired" or wanted != "deprecated":
+        return wanted
+    retires_on = _retires_on(entry)
+    if model.retires_on is not None and retires_on is not None and retires_on > model.retires_on:
+        return wanted
+    return "retired"
+
+
+def retire_due_models(today: date) -> list[str]:
+    """Retire every deprecated model whose `retires_on` is `today` or earlier (a UTC date): status
+    retired, disabled, one "catalog.retired_on_date" audit entry each. Returns their ids, sorted.
+
+    Idempotent, and safe against a concurrent run: each model is retired by a statement that
+    changes it only while it is still deprecated, and only the run that changed it audits it.
+    The change moves the model's version (migration 0003), so every gateway process refuses its
+    cached copy on the next request. The cron scheduler runs this (app.tasks.maintenance), and so
+    does `flask catalog sync` after the sync; flushed, not committed.
+    """
+    if isinstance(today, datetime) or not isinstance(today, date):
+        raise TypeError("retire_due_models takes a date (the UTC date), not a datetime")
+    due = db.session.execute(
+        select(
+            CatalogModel.id,
+            CatalogModel.model_id,
+            CatalogModel.retires_on,
+            CatalogModel.replacement_model_id,
+            CatalogModel.enabled,
+        )
+        .where(CatalogModel.status == "deprecated", CatalogModel.retires_on <= today)
+        .order_by(CatalogModel.model_id)
+    ).all()
+    retired = []
+    for pk, model_id, retires_on, replacement, was_enabled in due:
+        changed = db.session.execute(
+            update(CatalogModel)
+            .where(CatalogModel.id == pk, CatalogModel.status == "deprecated")
+            .values(status="retired", enabled=False)
+            .execution_options(synchronize_session="fetch")
+        ).rowcount
+        if changed != 1:
+            continue
+        instead = f"; use {replacement} instead" if replacement else ""
+        record_audit(
+            actor_id=None,
+            action="catalog.retired_on_date",
+            target_account_id=None,
+            reason=f"retired by its provider on {retires_on.isoformat()}{instead}",
+            details={
+                "model": model_id,
+                "retires_on": retires_on.isoformat(),
+                "replacement": replacement,
+                "was_enabled": was_enabled,
+                "today": today.isoformat(),
+            },
+        )
+        retired.append(model_id)
+    db.session.flush()
+    return sorted(retired)
 
 
 def _retires_on(entry: dict) -> date | None:

@@ -11,10 +11,13 @@ from redis.exceptions import RedisError
 from app import heartbeat
 from app.extensions import db, get_redis
 from app.models.types import utcnow
+from app.services.catalog import retire_due_models
 from app.services.ledger import expire_holds, open_request_holds_placed_before, release_as_expired
 
 log = logging.getLogger("onekey.maintenance")
 ORPHAN_SWEEP_INTERVAL_SECONDS = 30
+# A deprecated model stops being sold within this long of its retirement date's start (UTC).
+RETIREMENT_CHECK_INTERVAL_SECONDS = 600
 
 
 def expire_holds_job() -> int:
@@ -45,3 +48,13 @@ def release_orphaned_holds_job() -> int:
     released = release_as_expired(sorted(hold_id for token in dead for hold_id in by_token[token]))
     db.session.commit()
     return released
+
+
+def retire_due_models_job() -> list[str]:
+    """Retire the deprecated models whose retirement date (UTC) has come: disabled, audited, and
+    refused by every gateway process from its next request. Returns their ids."""
+    retired = retire_due_models(utcnow().date())
+    db.session.commit()
+    if retired:
+        log.info("retired on their retirement date: %s", ", ".join(retired))
+    return retired
