@@ -231,9 +231,10 @@ WHERE model_id = :model_id
 
 def model_not_found(name: str, provider: str | None, model_id: str | None) -> ProxyError:
     """The 404 for a model the gateway does not sell. Only this miss path reads the catalogue
-    again (`model_id` set: the cache found no enabled model of that ASCII id): a model the catalogue holds but
-    does not sell says why, retired (when, and what replaces it) or not available; a model the
-    catalogue does not hold, or one named with another provider's prefix, is unknown."""
+    again (`model_id` set: the cache found no enabled model of that ASCII id): a model the
+    catalogue holds but does not sell says why, retired (when, and what replaces it) or not
+    available; a model the catalogue does not hold, or one named with another provider's
+    prefix, is unknown."""
     unknown = ProxyError("model_not_found", f"The model '{name}' does not exist or is not enabled.")
     if model_id is None:
         return unknown

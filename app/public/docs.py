@@ -246,6 +246,15 @@ def enabled_model(model_id: str) -> CatalogModel | None:
     )
 
 
+def unavailable_model(model_id: str) -> CatalogModel | None:
+    """A model the catalogue holds but does not sell (retired, or disabled by an admin)."""
+    return db.session.scalar(
+        select(CatalogModel).where(
+            CatalogModel.model_id == model_id, CatalogModel.enabled.is_(False)
+        )
+    )
+
+
 def canonical_model_id(requested: str) -> str | None:
     """The catalogue id a prefixed form (`openai/gpt-4o`) names, if that model is enabled and of
     that provider; None otherwise."""

@@ -69,15 +69,19 @@ def api_docs():
 @bp.get("/models/<path:model_id>")
 def model_page(model_id: str):
     """A model's limits, every price and an example; a prefixed id (`openai/gpt-4o`) redirects
-    to its model's page, and an unknown or disabled model is a 404."""
+    to its model's page, and an unknown or disabled model is a 404 (a retired one says when, and
+    links its replacement)."""
     model = docs.enabled_model(model_id)
     if model is None:
         canonical = docs.canonical_model_id(model_id)
         if canonical is not None:
             return redirect(url_for("public.model_page", model_id=canonical), 301)
-        return render_template(
-            "errors/error.html", code=404, message="OneKey offers no such model."
-        ), 404
+        gone = docs.unavailable_model(model_id)
+        if gone is None:
+            return render_template(
+                "errors/error.html", code=404, message="OneKey offers no such model."
+            ), 404
+        return render_template("public/model_unavailable.html", model=gone), 404
     thresholds, rows = docs.price_rows(price_table(model), model.provider)
     return render_template(
         "public/model.html",

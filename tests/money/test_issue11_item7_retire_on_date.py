@@ -304,8 +304,14 @@ def test_issue11_item7_a_retired_model_leaves_the_model_list_and_the_pricing_pag
     page = client.get("/pricing").get_data(as_text=True)
     for model_id in DUE_2026_12_11:
         assert f"<code>{model_id}</code>" not in page, model_id
-        # As for the file's retired models: OneKey no longer offers it.
-        assert client.get(f"/models/{model_id}").status_code == 404, model_id
+        # Its page says it is gone, since when, and what replaces it.
+        response = client.get(f"/models/{model_id}")
+        assert response.status_code == 404, model_id
+        gone = response.get_data(as_text=True)
+        assert "was retired by its provider on 2026-12-11" in gone, model_id
+        assert 'id="model-replacement"' in gone, model_id
+    gone = client.get("/models/gpt-5").get_data(as_text=True)
+    assert 'href="/models/gpt-6.1-sol"' in gone
     assert "<code>gpt-4o</code>" in page
     assert "Retires 2027-01-14; use gpt-6-luna" in page
 

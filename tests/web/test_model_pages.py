@@ -144,9 +144,16 @@ def test_unknown_and_disabled_models_are_a_404(app, client, catalog):
         response = client.get(path)
         assert response.status_code == 404, path
         assert "text/html" in response.content_type
-    assert (
-        client.get("/models/o3").get_data(as_text=True).count("OneKey offers no such model.") == 1
+    assert "OneKey offers no such model." in client.get("/models/no-such-model").get_data(
+        as_text=True
     )
+    # A model the catalogue holds but does not sell says so, and names its replacement.
+    disabled = client.get("/models/o3").get_data(as_text=True)
+    assert "is not available" in disabled and "requests naming it are refused" in disabled
+    assert 'href="/models/gpt-6.1-sol"' in disabled
+    retired = client.get("/models/gemini-2.5-flash").get_data(as_text=True)
+    assert "was retired by its provider" in retired
+    assert 'href="/models/gemini-3.5-flash-lite"' in retired
 
 
 def test_a_prefixed_model_id_redirects_to_its_page(client, catalog):
