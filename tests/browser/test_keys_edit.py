@@ -102,10 +102,15 @@ def test_issue10_9_filter_the_checklist_edit_pause_and_resume_in_place(app, page
     )
     assert key.allowed_models == ["claude-haiku-4-5", "gpt-4o-mini"]
 
-    # A bad edit shows its error in the row and changes nothing.
-    row.get_by_role("button", name="Edit build server").click()
+    # A bad edit shows its error in the row and changes nothing. The form is swapped in and
+    # settled (its fields hold the saved values) before it is changed.
+    with page.expect_response(lambda r: r.url.endswith(f"/keys/{key_id}/edit")):
+        row.get_by_role("button", name="Edit build server").click()
     form = page.locator(f"#key-{key_id} form.key-edit-form")
-    form.get_by_label("Credit limit (optional)").fill("")
+    limit = form.get_by_label("Credit limit (optional)")
+    expect(limit).to_have_value("2.5")
+    expect(form.get_by_label("Name")).to_be_focused()
+    limit.fill("")
     with page.expect_response(_is_post_to(f"/keys/{key_id}")) as refused:
         form.get_by_role("button", name="Save changes").click()
     assert refused.value.status == 400
