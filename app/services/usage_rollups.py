@@ -70,6 +70,11 @@ def day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def list_unpriced():
+    """How many of the grouped usage records have no list cost."""
+    return func.count() - func.count(records.c.list_cost)
+
+
 def _aggregate(where) -> Select:
     """The rollup rows of the usage records matching `where`, one per group."""
     key = record_key()
@@ -85,7 +90,7 @@ def _aggregate(where) -> Select:
             func.count(),
             *(func.sum(records.c[name]) for name in SUMMED),
             func.coalesce(func.sum(records.c.list_cost), 0),
-            func.count() - func.count(records.c.list_cost),
+            list_unpriced(),
         )
         .where(*where)
         .group_by(records.c.account_id, day, key, records.c.provider, records.c.model_id)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import defer
 from app.extensions import db
 from app.models import UsageDailyRollup, UsageRecord
 from app.services.money import NANOS_PER_CREDIT, div_half_up
-from app.services.usage_rollups import day_start, record_key, utc_day, watermark
+from app.services.usage_rollups import day_start, list_unpriced, record_key, utc_day, watermark
 
 records = UsageRecord.__table__
 rollups = UsageDailyRollup.__table__
@@ -264,9 +264,9 @@ def daily(scope: UsageScope, stack: str = "model") -> Daily:
 
 
 def by_day_and_model(scope: UsageScope) -> dict[tuple[date, str], Totals]:
-    """Requests, tokens by class, cost and list cost per (UTC day, model) of the scope, exactly:
-    the overview's revenue and provider cost."""
-    columns = ("requests", *TOKEN_COLUMNS, "cost", "list_cost", "list_unpriced")
+    """Requests, cost and list cost per (UTC day, model) of the scope, exactly: the overview's
+    revenue and provider cost (no token sums: the list cost is each record's own)."""
+    columns = ("requests", "cost", "list_cost", "list_unpriced")
     folded = (
         select(rollups.c.day, rollups.c.model_id, *(func.sum(rollups.c[name]) for name in columns))
         .where(*scope.rollup_where())
@@ -280,21 +280,16 @@ def by_day_and_model(scope: UsageScope) -> dict[tuple[date, str], Totals]:
                 day,
                 records.c.model_id,
                 func.count(),
-                *(func.sum(records.c[name]) for name in (*TOKEN_COLUMNS, "cost", "list_cost")),
-                func.count() - func.count(records.c.list_cost),
+                func.sum(records.c.cost),
+                func.sum(records.c.list_cost),
+                list_unpriced(),
             )
             .where(*scope.unfolded_where(folded_through))
             .group_by(day, records.c.model_id)
         )
         return union_all(folded, unfolded)
 
-    names = (
-        "requests",
-        *TOKEN_COLUMNS,
-        "cost_nanocredits",
-        "list_cost_nanocredits",
-        "list_unpriced",
-    )
+    names = ("requests", "cost_nanocredits", "list_cost_nanocredits", "list_unpriced")
     result: dict[tuple[date, str], Totals] = {}
     for day, model, *sums in _consistent(build):
         group = result.setdefault((day, model), Totals())
